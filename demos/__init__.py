@@ -1,0 +1,1 @@
+"""Runnable experiments of the paper, one file each: python -m demos.<name> --help."""

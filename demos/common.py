@@ -1,0 +1,119 @@
+"""What every demo shares: common flags, data loading, the training loop, evaluation
+and writing results.json. Uses only minissl's public API.
+"""
+
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minissl import Tensor, data, no_grad, ops
+
+EVAL_BATCH = 1000
+
+
+def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
+    """Add the flags every training demo has, with the demo's own defaults."""
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="directory holding the four MNIST IDX files (raw or .gz); default: "
+                             "$MINISSL_DATA/mnist, then ~/.cache/minissl/mnist, then a download, "
+                             "then the bundled 10,000-digit sample")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download: use MNIST found locally, else the bundled sample")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"mini-batch size (default {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr,
+                        help=f"initial learning rate, cosine-decayed per step (default {lr})")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help=f"L2 weight decay (default {weight_decay})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
+    parser.add_argument("--out", type=Path, default=Path(out),
+                        help=f"output directory for results.json and plots (default {out})")
+    parser.add_argument("--quick", action="store_true",
+                        help="a run of under a minute: fewer epochs on a 10,000-image subset")
+
+
+def check_positive(parser, args, names):
+    """Exit through argparse with a clear message when a numeric flag is not positive."""
+    for name in names:
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+
+
+def load_mnist(directory, offline=False):
+    """Resolve MNIST (see minissl.data.mnist), print where it came from, return MnistData."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.MnistFallbackWarning)
+        try:
+            dataset = data.mnist(directory, download=not offline)
+        except data.DataError as error:
+            sys.exit(f"error: {error}")
+    for warning in caught:
+        print(f"note: {warning.message}")
+    print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
+          f"{len(dataset.test_labels):,} test, from {dataset.source}")
+    return dataset
+
+
+def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description, after_step=None):
+    """One pass over the data with SGD; returns (mean loss, training error).
+
+    `after_step(lr)` runs after each optimizer step with the step's learning rate
+    (the proximal group-lasso step hooks in here). Shows a tqdm bar with loss,
+    accuracy and images per second.
+    """
+    model.train()
+    total_loss, wrong, seen, start = 0.0, 0, 0, time.perf_counter()
+    steps = -(-len(inputs) // batch_size)
+    with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr) as bar:
+        for batch_inputs, batch_labels in data.batches(inputs, labels, batch_size, rng):
+            logits = model(Tensor(batch_inputs))
+            loss = ops.cross_entropy(logits, batch_labels)
+            optimizer.zero_grad()
+            loss.backward()
+            lr = optimizer.lr
+            optimizer.step()
+            if after_step is not None:
+                after_step(lr)
+            if schedule is not None:
+                schedule.step()
+            total_loss += loss.item() * len(batch_labels)
+            wrong += int((logits.data.argmax(axis=1) != batch_labels).sum())
+            seen += len(batch_labels)
+            bar.update(1)
+            if bar.n % 20 == 0 or seen == len(inputs):
+                rate = seen / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{1 - wrong / seen:.4f}",
+                                img_s=f"{rate:,.0f}")
+    return total_loss / seen, wrong / seen
+
+
+def predict(model, inputs):
+    """Return predicted classes for `inputs`, evaluated in batches without a graph."""
+    model.eval()
+    predictions = []
+    with no_grad():
+        for start in range(0, len(inputs), EVAL_BATCH):
+            logits = model(Tensor(inputs[start:start + EVAL_BATCH]))
+            predictions.append(np.asarray(logits.data).argmax(axis=1))
+    return np.concatenate(predictions)
+
+
+def error_rate(model, inputs, labels):
+    """Return the fraction of misclassified inputs."""
+    return float((predict(model, inputs) != labels).mean())
+
+
+def write_json(path, payload):
+    """Write JSON atomically: to a temporary file beside `path`, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)

@@ -1,0 +1,139 @@
+"""Module and Parameter: containers of trainable tensors, with state_dict save/load.
+
+A Module registers every Parameter, sub-Module and buffer assigned to it as an
+attribute, in assignment order, so that `named_parameters()` is deterministic.
+Buffers are non-trainable arrays that belong to the state (e.g. running statistics).
+"""
+
+import numpy as np
+
+from minissl.backend import to_numpy, xp_of
+from minissl.tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A leaf Tensor that a Module trains (requires_grad is always True)."""
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=True, dtype=dtype)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+class StateDictError(KeyError):
+    """A state_dict does not fit a model: keys missing or unexpected, or shapes differ."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+class Module:
+    """Base class of layers and models. Subclasses define `forward(self, *inputs)`."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        for registry in (self._parameters, self._modules, self._buffers):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """Store a non-trainable array (saved in state_dict) as attribute `name`."""
+        object.__setattr__(self, name, array)
+        self._buffers[name] = True
+
+    def __call__(self, *inputs):
+        return self.forward(*inputs)
+
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    # ---- traversal -----------------------------------------------------------
+    def named_modules(self, prefix=""):
+        """Yield (dotted name, module) for this module and every descendant, depth first."""
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            yield name, module
+            children = [(f"{name}.{child}" if name else child, sub)
+                        for child, sub in module._modules.items()]
+            stack.extend(reversed(children))
+
+    def named_parameters(self):
+        """Yield (dotted name, Parameter) in registration order, e.g. ("0.weight", W)."""
+        for module_name, module in self.named_modules():
+            for name, parameter in module._parameters.items():
+                yield (f"{module_name}.{name}" if module_name else name), parameter
+
+    def parameters(self):
+        """Return the list of all Parameters."""
+        return [parameter for _, parameter in self.named_parameters()]
+
+    def children(self):
+        """Return the direct sub-modules, in registration order."""
+        return list(self._modules.values())
+
+    def train(self, mode=True):
+        """Set training mode (True) or evaluation mode (False) on every module; returns self."""
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        """Switch to evaluation mode; returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Clear the gradients of every parameter."""
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    def num_parameters(self):
+        """Return the total number of scalar parameters."""
+        return int(sum(parameter.size for parameter in self.parameters()))
+
+    # ---- saving and loading --------------------------------------------------
+    def state_dict(self):
+        """Return {dotted name: NumPy copy} of every parameter and buffer."""
+        state = {}
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, parameter in module._parameters.items():
+                state[prefix + name] = to_numpy(parameter.data).copy()
+            for name in module._buffers:
+                state[prefix + name] = to_numpy(getattr(module, name)).copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays from `state` into the parameters and buffers (in place, same dtype).
+
+        Raises StateDictError naming every missing or unexpected key, or the first
+        entry whose shape differs. Nothing is modified when an error is raised.
+        """
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise StateDictError(f"state_dict does not fit {type(self).__name__}: "
+                                 f"missing keys {missing}, unexpected keys {unexpected}")
+        for key, array in own.items():
+            if np.shape(state[key]) != array.shape:
+                raise StateDictError(f"state_dict entry {key!r} has shape {np.shape(state[key])}, "
+                                     f"the model expects {array.shape}")
+        for module_name, module in self.named_modules():
+            prefix = f"{module_name}." if module_name else ""
+            for name, parameter in module._parameters.items():
+                parameter.data[...] = xp_of(parameter.data).asarray(state[prefix + name])
+            for name in module._buffers:
+                getattr(module, name)[...] = state[prefix + name]

@@ -1,0 +1,78 @@
+import sys
+
+import numpy as np
+import pytest
+
+from minissl import Tensor, no_grad, ops
+
+
+def test_shared_subexpression_accumulates_both_paths():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = x * x          # used twice below
+    z = (y + y * 3.0).sum()   # z = 4 x^2
+    z.backward()
+    np.testing.assert_allclose(x.grad, 8 * x.data)
+
+
+def test_gradients_accumulate_across_backward_calls():
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    (x * 3.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_broadcast_gradient_has_the_input_shape():
+    bias = Tensor(np.zeros((1, 3)), requires_grad=True)
+    x = Tensor(np.ones((4, 3)))
+    (x + bias).sum().backward()
+    assert bias.grad.shape == (1, 3)
+    np.testing.assert_array_equal(bias.grad, [[4.0, 4.0, 4.0]])
+
+
+def test_no_grad_records_nothing():
+    x = Tensor(np.ones(3), requires_grad=True)
+    with no_grad():
+        y = x * 2.0
+    assert not y.requires_grad and y.creator is None and y.parents == ()
+
+
+def test_constants_receive_no_gradient():
+    x, constant = Tensor(np.ones(2), requires_grad=True), Tensor(np.ones(2))
+    (x * constant).sum().backward()
+    assert constant.grad is None and x.grad is not None
+
+
+def test_deep_graph_does_not_hit_the_recursion_limit():
+    x = Tensor(np.array([1.0]), requires_grad=True)
+    y = x
+    for _ in range(sys.getrecursionlimit() * 3):
+        y = y + 1.0
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0])
+
+
+def test_backward_needs_a_scalar_or_an_explicit_gradient():
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match="one-element"):
+        (x * 2.0).backward()
+    (x * 2.0).backward(np.array([1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(x.grad, [2.0, 0.0, 4.0])
+
+
+def test_backward_on_a_constant_is_an_error():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor(np.ones(1)).backward()
+
+
+def test_dtype_rules():
+    assert Tensor([1, 2, 3]).dtype == np.float32
+    assert Tensor(np.arange(3)).dtype == np.float32
+    assert Tensor(np.ones(2, dtype=np.float64)).dtype == np.float64
+    assert Tensor([1, 2], dtype=np.float64).dtype == np.float64
+    x64 = Tensor(np.ones(2), requires_grad=True)
+    assert ops.relu(x64 * 2.0).dtype == np.float64
+
+
+def test_tensor_of_tensor_is_rejected():
+    with pytest.raises(TypeError, match="detach"):
+        Tensor(Tensor(np.ones(2)))
