@@ -62,11 +62,12 @@ def load_mnist(directory, offline=False):
     return dataset
 
 
-def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description, after_step=None):
+def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description, regularizer=None):
     """One pass over the data with SGD; returns (mean loss, training error).
 
-    `after_step(lr)` runs after each optimizer step with the step's learning rate
-    (the proximal group-lasso step hooks in here). Shows a tqdm bar with loss,
+    `regularizer` (e.g. minissl.ssl.GroupLasso) gets `before_step()` between backward
+    and the optimizer step, and `after_step(lr)` after it, with that step's learning
+    rate: the proximal group-lasso step hooks in there. Shows a tqdm bar with loss,
     accuracy and images per second.
     """
     model.train()
@@ -79,9 +80,11 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
             optimizer.zero_grad()
             loss.backward()
             lr = optimizer.lr
+            if regularizer is not None:
+                regularizer.before_step()
             optimizer.step()
-            if after_step is not None:
-                after_step(lr)
+            if regularizer is not None:
+                regularizer.after_step(lr)
             if schedule is not None:
                 schedule.step()
             total_loss += loss.item() * len(batch_labels)

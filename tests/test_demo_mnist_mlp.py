@@ -8,18 +8,26 @@ from demos import mnist_mlp
 @pytest.mark.slow
 def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_mnist_anywhere, capsys):
     out = tmp_path / "run"
-    mnist_mlp.main(["--quick", "--offline", "--out", str(out)])
+    mnist_mlp.main(["--quick", "--offline", "--out", str(out), "--lambda", "0.05", "0.05", "0.05"])
     printed = capsys.readouterr().out
     assert "bundled 10,000-digit sample" in printed
+    assert "groups with 0 < norm < 0.001 set to exactly zero" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == "mnist_mlp"
     assert results["dataset"]["name"] == "MNIST sample"
     assert (results["dataset"]["n_train"], results["dataset"]["n_test"]) == (8000, 2000)
-    baseline = results["rows"][0]
+    baseline, sparse = results["rows"]
     assert baseline["name"] == "baseline" and baseline["neurons"] == [784, 500, 300, 10]
     assert 0.0 <= baseline["error"] < 0.10
-    assert len(results["history"]) == results["epochs"]
-    assert not list(out.glob("*.part"))
+    assert sparse["lambda"] == [0.05, 0.05, 0.05] and sparse["error"] < 0.15
+    assert sparse["neurons"][0] < 784          # strong lambda: background pixels go
+    assert sparse["neurons"][-1] == 10
+    input_zeros = sparse["zero_groups"][0]
+    assert input_zeros["zero"] == 784 - sparse["neurons"][0]  # removed units have norm exactly 0.0
+    assert len(sparse["flops_pct"]) == 3 and sparse["flops_pct"][0] < 100
+    assert len(results["history"]) == results["epochs"] + results["ssl_epochs"] + results["finetune_epochs"]
+    assert (out / "sparsity.png").stat().st_size > 0
+    assert not list(out.glob("*.part*"))
 
 
 def test_help_documents_every_flag(capsys):
@@ -27,12 +35,18 @@ def test_help_documents_every_flag(capsys):
         mnist_mlp.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--data", "--epochs", "--batch-size", "--lr", "--momentum", "--weight-decay",
-                 "--seed", "--out", "--quick", "--offline"):
+    for flag in ("--data", "--epochs", "--batch-size", "--lr", "--momentum", "--weight-decay", "--seed",
+                 "--out", "--quick", "--offline", "--lambda", "--ssl-epochs", "--finetune-epochs", "--cut",
+                 "--mode", "--prox-lr-floor", "--no-baseline"):
         assert flag in text
 
 
-def test_nonpositive_flags_are_rejected(capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be > 0"),
+    (["--lambda", "1", "-1", "1"], "--lambda values must be >= 0"),
+    (["--mode", "lasso"], "invalid choice"),
+])
+def test_bad_flags_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
-        mnist_mlp.parse_args(["--epochs", "0"])
-    assert "--epochs must be > 0" in capsys.readouterr().err
+        mnist_mlp.parse_args(argv)
+    assert message in capsys.readouterr().err

@@ -1,0 +1,20 @@
+"""Structured Sparsity Learning: groups, the group-lasso penalty, the proximal step.
+
+groups.py      weight -> groups (GroupKind, GroupSet, layer_groups, block_groups)
+penalty.py     the group-lasso value and subgradient; sparsity reports
+prox.py        block soft-thresholding (exact zeros)
+regularizer.py SSLConfig / GroupRule and the GroupLasso hooks a training loop calls
+"""
+
+from minissl.ssl.groups import GroupKind, GroupSet, block_groups, layer_groups
+from minissl.ssl.penalty import (LayerSparsity, add_subgradient, dense_chain_report, group_lasso_value,
+                                 weight_sparsity)
+from minissl.ssl.prox import prox_group_lasso, shrink_factors
+from minissl.ssl.regularizer import CutReport, GroupLasso, GroupRule, Mode, SSLConfig, ZeroHolder, rules_for
+
+__all__ = [
+    "GroupKind", "GroupSet", "layer_groups", "block_groups",
+    "group_lasso_value", "add_subgradient", "LayerSparsity", "weight_sparsity", "dense_chain_report",
+    "prox_group_lasso", "shrink_factors",
+    "SSLConfig", "GroupRule", "Mode", "GroupLasso", "ZeroHolder", "CutReport", "rules_for",
+]

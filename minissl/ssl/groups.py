@@ -1,0 +1,133 @@
+"""Groups of weights for Structured Sparsity Learning, as axis views on parameters.
+
+A group set is every group of one kind on one layer. Each member parameter of the set
+is split into the same G groups along its *group axes*; the other axes are summed over
+when a group's norm is taken. So the norms of all groups of a set come from one
+vectorized reduction, and the proximal step is one broadcast multiply.
+
+| kind        | member (group axes)                    | one group            | paper term       |
+|-------------|----------------------------------------|----------------------|------------------|
+| NEURON_IN   | dense W (out, in): axis 1              | column W[:, i]       | neuron-wise      |
+| NEURON_OUT  | dense W: axis 0, bias: axis 0          | row W[o, :] and b[o] | neuron-wise      |
+| FILTER      | conv W (N, C, M, K): axis 0, bias: 0   | W[n] and b[n]        | filter-/row-wise |
+| CHANNEL     | conv W: axis 1                         | W[:, c]              | channel-wise     |
+| SHAPE       | conv W: axes (1, 2, 3)                 | fiber W[:, c, m, k]  | shape-/column-wise |
+| DEPTH       | every parameter of a block: no axes    | the whole branch     | depth-wise       |
+
+A bias rides with its output neuron or filter so that a zeroed group gives an exactly
+zero output (DESIGN.md, "Weight views and groups").
+"""
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from minissl.backend import xp_of
+
+
+class GroupKind(enum.Enum):
+    """The structures SSL can remove. The enum order is the order prox applies them in."""
+
+    DEPTH = "depth"
+    FILTER = "filter"
+    CHANNEL = "channel"
+    SHAPE = "shape"
+    NEURON_OUT = "neuron_out"
+    NEURON_IN = "neuron_in"
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One parameter of a group set and the axes that index its groups."""
+
+    parameter: object          # a Parameter (its .data is read and scaled in place)
+    group_axes: tuple
+
+    def reduce_axes(self):
+        """The axes summed over when a group norm is taken."""
+        return tuple(a for a in range(self.parameter.ndim) if a not in self.group_axes)
+
+    def expand(self, per_group):
+        """Broadcast a (*group shape) array against this member's data."""
+        xp = xp_of(per_group)
+        axes = self.reduce_axes()
+        return xp.expand_dims(per_group, axes) if axes else per_group
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSet:
+    """All groups of one kind on one layer (or block).
+
+    Shapes: `norms()` and `group_sizes()` return arrays of `group_shape`, e.g. (in,) for
+    NEURON_IN on a dense layer, (C, M, K) for SHAPE on a conv layer, () for DEPTH.
+    """
+
+    kind: GroupKind
+    layer: str
+    members: tuple
+
+    @property
+    def group_shape(self):
+        first = self.members[0]
+        return tuple(first.parameter.shape[a] for a in first.group_axes)
+
+    @property
+    def num_groups(self):
+        return int(np.prod(self.group_shape, dtype=np.int64))
+
+    def squared_norms(self):
+        """Sum of squares of every group, over all members. Shape: group_shape."""
+        total = 0.0
+        for member in self.members:
+            data = member.parameter.data
+            total = total + (data * data).sum(axis=member.reduce_axes())
+        return total
+
+    def norms(self):
+        """Euclidean norm ||w_g||_2 of every group. Shape: group_shape."""
+        return xp_of(self.members[0].parameter.data).sqrt(self.squared_norms())
+
+    def group_sizes(self):
+        """Number of weights |g| in each group (all groups of a set have the same size)."""
+        size = sum(int(np.prod([m.parameter.shape[a] for a in m.reduce_axes()], dtype=np.int64))
+                   for m in self.members)
+        return size
+
+    def scale(self, factors):
+        """Multiply every group by its factor, in place. Shapes: factors (group_shape)."""
+        for member in self.members:
+            member.parameter.data *= member.expand(factors).astype(member.parameter.dtype, copy=False)
+
+
+# Group axes per kind, for each weight layout; a bias (if any) rides along axis 0.
+DENSE_AXES = {GroupKind.NEURON_IN: (1,), GroupKind.NEURON_OUT: (0,)}
+CONV_AXES = {GroupKind.FILTER: (0,), GroupKind.CHANNEL: (1,), GroupKind.SHAPE: (1, 2, 3)}
+BIAS_RIDES = (GroupKind.NEURON_OUT, GroupKind.FILTER)
+
+
+def layer_groups(layer, kind, name=""):
+    """Return the GroupSet of `kind` on a layer with `weight` (and optional `bias`).
+
+    A 2-D weight is a dense layer (out, in); a 4-D weight a conv layer (N, C, M, K).
+    Raises ValueError when `kind` does not apply to the layer's weight layout.
+    """
+    weight = layer.weight
+    table = {2: DENSE_AXES, 4: CONV_AXES}.get(weight.ndim, {})
+    if kind not in table:
+        raise ValueError(f"group kind {kind.name} does not apply to layer {name or type(layer).__name__} "
+                         f"with a {weight.ndim}-D weight {weight.shape}; "
+                         f"possible kinds: {[k.name for k in table]}")
+    members = [Member(weight, table[kind])]
+    bias = getattr(layer, "bias", None)
+    if kind in BIAS_RIDES and bias is not None:
+        members.append(Member(bias, (0,)))
+    return GroupSet(kind, name, tuple(members))
+
+
+def block_groups(block, name=""):
+    """Return the DEPTH GroupSet of a residual branch: one group of all its parameters."""
+    parameters = block.parameters()
+    if not parameters:
+        raise ValueError(f"block {name or type(block).__name__} has no parameters to group")
+    return GroupSet(GroupKind.DEPTH, name, tuple(Member(p, ()) for p in parameters))

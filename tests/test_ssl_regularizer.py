@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from minissl import Tensor, data, models, ops, optim, ssl
+from minissl.nn import Linear
+from minissl.ssl import GroupKind, GroupLasso, GroupRule, Mode, SSLConfig
+
+
+def small_mlp():
+    return models.mlp((6, 5, 3), seed=0, dtype=np.float64)
+
+
+def test_rules_for_gives_one_rule_per_weighted_layer_in_order():
+    rules = ssl.rules_for(models.mlp(), GroupKind.NEURON_IN, [1e-3, 2e-3, 3e-3])
+    assert [(r.layer, r.strength) for r in rules] == [("0", 1e-3), ("2", 2e-3), ("4", 3e-3)]
+    assert len(ssl.rules_for(models.mlp(), GroupKind.NEURON_OUT, 1e-3, layer_type=Linear)) == 3
+    with pytest.raises(ValueError, match="2 strengths for 3 layers"):
+        ssl.rules_for(models.mlp(), GroupKind.NEURON_IN, [1, 2])
+
+
+def test_unknown_layer_and_bad_rules_are_clear_errors():
+    with pytest.raises(ValueError, match="layer '9', which the model does not have"):
+        GroupLasso(small_mlp(), SSLConfig([GroupRule("9", GroupKind.NEURON_IN, 0.1)]))
+    with pytest.raises(TypeError, match="GroupKind"):
+        SSLConfig([GroupRule("0", "neuron_in", 0.1)])
+    with pytest.raises(ValueError, match=">= 0"):
+        SSLConfig([GroupRule("0", GroupKind.NEURON_IN, -1.0)])
+
+
+def test_overlapping_sets_are_applied_in_kind_order():
+    rules = [GroupRule("0", GroupKind.NEURON_IN, 0.1), GroupRule("0", GroupKind.NEURON_OUT, 0.1)]
+    lasso = GroupLasso(small_mlp(), SSLConfig(rules))
+    assert [s.kind for s in lasso.group_sets] == [GroupKind.NEURON_OUT, GroupKind.NEURON_IN]
+
+
+def test_after_step_uses_lr_times_lambda_and_the_floor():
+    model = small_mlp()
+    weight = model[0].weight
+    weight.data = np.full((5, 6), 0.1)   # every column has norm sqrt(5) * 0.1 = 0.2236
+    lasso = GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 1.0)], min_prox_lr=0.3))
+    lasso.after_step(lr=0.1)   # eta = max(0.1, 0.3) = 0.3 > 0.2236: every column goes
+    assert np.all(weight.data == 0)
+    weight.data = np.full((5, 6), 0.1)
+    GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 1.0)])).after_step(lr=0.1)
+    np.testing.assert_allclose(np.linalg.norm(weight.data, axis=0), np.sqrt(0.05) - 0.1)
+
+
+def test_subgradient_mode_touches_gradients_not_weights():
+    model = small_mlp()
+    before = model[0].weight.data.copy()
+    lasso = GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 0.5)], mode=Mode.SUBGRADIENT))
+    lasso.after_step(lr=1.0)
+    np.testing.assert_array_equal(model[0].weight.data, before)
+    lasso.before_step()
+    np.testing.assert_allclose(np.linalg.norm(model[0].weight.grad, axis=0), 0.5)
+
+
+def test_zero_small_groups_and_hold_zeros():
+    model = small_mlp()
+    weight = model[0].weight
+    weight.data[:, 2] = 1e-4
+    weight.data[:, 4] = 0.0
+    lasso = GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 0.0)]))
+    cut = lasso.zero_small_groups(1e-3)
+    assert cut.groups_zeroed == 1 and cut.largest_norm_zeroed == pytest.approx(np.sqrt(5) * 1e-4)
+    assert np.all(weight.data[:, [2, 4]] == 0)
+    holder = lasso.hold_zeros()
+    weight.data += 1.0
+    holder.after_step(lr=0.1)
+    assert np.all(weight.data[:, [2, 4]] == 0) and np.all(weight.data[:, [0, 1, 3, 5]] != 0)
+    assert lasso.zero_group_counts() == [("0", "NEURON_IN", 2, 6)]
+
+
+@pytest.mark.slow
+def test_short_ssl_run_on_the_bundled_sample_removes_whole_neurons():
+    sample = data.mnist_sample()
+    inputs, labels = data.to_float_images(sample.train_images[:2000]), sample.train_labels[:2000].astype(np.int64)
+    model = models.mlp((784, 64, 10), seed=0)
+    lasso = GroupLasso(model, SSLConfig(ssl.rules_for(model, GroupKind.NEURON_IN, [0.2, 0.2])))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        for batch_inputs, batch_labels in data.batches(inputs, labels, 100, rng):
+            optimizer.zero_grad()
+            ops.cross_entropy(model(Tensor(batch_inputs)), batch_labels).backward()
+            optimizer.step()
+            lasso.after_step(optimizer.lr)
+    first_layer = model[0].weight.data
+    zero_inputs = np.all(first_layer == 0.0, axis=0).sum()
+    zero_hidden = np.all(model[2].weight.data == 0.0, axis=0).sum()
+    assert zero_inputs >= 1 and zero_hidden >= 1   # exact zeros, whole columns
+    counts = dict(((layer, kind), zero) for layer, kind, zero, _ in lasso.zero_group_counts())
+    assert counts[("0", "NEURON_IN")] == zero_inputs
