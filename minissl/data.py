@@ -220,15 +220,15 @@ def mnist(directory=None, download=True, cache_dir=None, mirrors=MNIST_MIRRORS, 
     for folder in candidates + [cache_dir]:
         if all(_find_file(folder, stem) for stem in MNIST_FILES.values()):
             return load_mnist_directory(folder, checksums)
-    reason = "download disabled"
+    reason = "downloads are off"
     if download:
         try:
             download_mnist(cache_dir, mirrors, checksums)
             return load_mnist_directory(cache_dir, checksums)
-        except DataError as error:
-            reason = f"download failed: {error}"
-    warnings.warn(f"MNIST not found and {reason.split(':')[0]}; using the bundled 10,000-digit "
-                  f"sample (8,000 train / 2,000 test)", MnistFallbackWarning, stacklevel=2)
+        except DataError:
+            reason = "the download failed (offline?)"
+    warnings.warn(f"MNIST not found locally and {reason}; using the bundled 10,000-digit sample "
+                  f"(8,000 train / 2,000 test)", MnistFallbackWarning, stacklevel=2)
     return mnist_sample()
 
 

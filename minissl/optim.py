@@ -64,23 +64,18 @@ class SGD:
         return grad + self.momentum * velocity if self.nesterov else velocity
 
 
-class CosineSchedule:
-    """lr_t = final + (base - final) * (1 + cos(pi * t / total)) / 2 for t = 0 .. total.
+class Schedule:
+    """A learning-rate schedule: `step()` once per optimizer step sets `optimizer.lr`.
 
-    Call `step()` once per optimizer step; it sets `optimizer.lr` to the next value.
-    Past `total_steps` the rate stays at `final_lr`.
+    Subclasses define `lr_at(t)`, the rate after t steps; `base_lr` is the optimizer's
+    rate when the schedule was made.
     """
 
-    def __init__(self, optimizer, total_steps, final_lr=0.0):
-        if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        self.optimizer, self.total_steps, self.final_lr = optimizer, total_steps, final_lr
-        self.base_lr, self.t = optimizer.lr, 0
+    def __init__(self, optimizer):
+        self.optimizer, self.base_lr, self.t = optimizer, optimizer.lr, 0
 
     def lr_at(self, t):
-        """Return the learning rate at step t."""
-        progress = min(t, self.total_steps) / self.total_steps
-        return self.final_lr + (self.base_lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+        raise NotImplementedError
 
     def step(self):
         """Advance one step and set the optimizer's learning rate."""
@@ -88,20 +83,28 @@ class CosineSchedule:
         self.optimizer.lr = self.lr_at(self.t)
 
 
-class StepSchedule:
+class CosineSchedule(Schedule):
+    """lr_t = final + (base - final) * (1 + cos(pi * t / total)) / 2; final_lr after total_steps."""
+
+    def __init__(self, optimizer, total_steps, final_lr=0.0):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        super().__init__(optimizer)
+        self.total_steps, self.final_lr = total_steps, final_lr
+
+    def lr_at(self, t):
+        progress = min(t, self.total_steps) / self.total_steps
+        return self.final_lr + (self.base_lr - self.final_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+class StepSchedule(Schedule):
     """lr_t = base * gamma ** (t // step_size): multiply by gamma every step_size steps."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
-        self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
-        self.base_lr, self.t = optimizer.lr, 0
+        super().__init__(optimizer)
+        self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, t):
-        """Return the learning rate at step t."""
         return self.base_lr * self.gamma ** (t // self.step_size)
-
-    def step(self):
-        """Advance one step and set the optimizer's learning rate."""
-        self.t += 1
-        self.optimizer.lr = self.lr_at(self.t)

@@ -41,7 +41,7 @@ def test_neuron_out_groups_are_rows_with_their_bias():
     layer = dense()
     groups = layer_groups(layer, GroupKind.NEURON_OUT)
     np.testing.assert_allclose(groups.norms(), np.sqrt([1 + 4 + 9 + 100, 16 + 25 + 36 + 400]))
-    assert groups.group_sizes() == 4
+    assert groups.group_size() == 4
     zero_one_group(groups, (0,))
     np.testing.assert_array_equal(layer.weight.data, [[0, 0, 0], [4, 5, 6]])
     np.testing.assert_array_equal(layer.bias.data, [0, 20])
@@ -69,7 +69,7 @@ def test_conv_group_shapes():
     assert layer_groups(layer, GroupKind.FILTER).group_shape == (4,)
     assert layer_groups(layer, GroupKind.CHANNEL).group_shape == (3,)
     assert layer_groups(layer, GroupKind.SHAPE).group_shape == (3, 5, 5)
-    assert layer_groups(layer, GroupKind.SHAPE).group_sizes() == 4
+    assert layer_groups(layer, GroupKind.SHAPE).group_size() == 4
 
 
 def test_depth_group_is_every_parameter_of_the_block():
@@ -85,3 +85,27 @@ def test_depth_group_is_every_parameter_of_the_block():
 def test_kind_that_does_not_fit_the_layer_is_a_clear_error():
     with pytest.raises(ValueError, match="FILTER does not apply to layer fc.*2-D weight"):
         layer_groups(dense(), GroupKind.FILTER, "fc")
+
+
+class FakeBatchNorm(Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = Parameter(np.full(channels, 3.0))
+        self.bias = Parameter(np.full(channels, 4.0))
+
+
+def test_batchnorm_scale_and_shift_ride_with_their_filter():
+    layer, norm = FakeConv((2, 1, 1, 1)), FakeBatchNorm(2)
+    groups = layer_groups(layer, GroupKind.FILTER, "conv", riders=[norm])
+    np.testing.assert_allclose(groups.norms(), np.sqrt([1 + 1000**2 + 9 + 16, 4 + 2000**2 + 9 + 16]))
+    zero_one_group(groups, (0,))
+    assert layer.weight.data[0].sum() == 0 and layer.bias.data[0] == 0
+    np.testing.assert_array_equal(norm.weight.data, [0.0, 3.0])
+    np.testing.assert_array_equal(norm.bias.data, [0.0, 4.0])
+
+
+def test_riders_must_fit_and_only_join_output_groups():
+    with pytest.raises(ValueError, match=r"must be \(2,\)"):
+        layer_groups(FakeConv((2, 1, 1, 1)), GroupKind.FILTER, "conv", riders=[FakeBatchNorm(3)])
+    with pytest.raises(ValueError, match="riders join only"):
+        layer_groups(FakeConv((2, 1, 1, 1)), GroupKind.CHANNEL, "conv", riders=[FakeBatchNorm(2)])

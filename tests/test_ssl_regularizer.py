@@ -91,3 +91,17 @@ def test_short_ssl_run_on_the_bundled_sample_removes_whole_neurons():
     assert zero_inputs >= 1 and zero_hidden >= 1   # exact zeros, whole columns
     counts = dict(((layer, kind), zero) for layer, kind, zero, _ in lasso.zero_group_counts())
     assert counts[("0", "NEURON_IN")] == zero_inputs
+
+
+def test_rule_riders_are_resolved_by_name():
+    model = small_mlp()
+    with pytest.raises(ValueError, match=r"riders \['bn'\]"):
+        GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.NEURON_OUT, 0.1, riders=("bn",))]))
+
+
+def test_group_size_scaling_multiplies_the_threshold_by_sqrt_group_size():
+    model = small_mlp()
+    model[0].weight.data = np.full((5, 6), 0.1)   # column norm sqrt(5) * 0.1, |g| = 5
+    config = SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 0.05)], scale_by_size=True)
+    GroupLasso(model, config).after_step(lr=1.0)  # threshold 1.0 * 0.05 * sqrt(5)
+    np.testing.assert_allclose(np.linalg.norm(model[0].weight.data, axis=0), np.sqrt(5) * (0.1 - 0.05))

@@ -59,8 +59,8 @@ class Member:
 class GroupSet:
     """All groups of one kind on one layer (or block).
 
-    Shapes: `norms()` and `group_sizes()` return arrays of `group_shape`, e.g. (in,) for
-    NEURON_IN on a dense layer, (C, M, K) for SHAPE on a conv layer, () for DEPTH.
+    Shapes: `norms()` returns an array of `group_shape`, e.g. (in,) for NEURON_IN on a
+    dense layer, (C, M, K) for SHAPE on a conv layer, () for DEPTH.
     """
 
     kind: GroupKind
@@ -88,11 +88,10 @@ class GroupSet:
         """Euclidean norm ||w_g||_2 of every group. Shape: group_shape."""
         return xp_of(self.members[0].parameter.data).sqrt(self.squared_norms())
 
-    def group_sizes(self):
-        """Number of weights |g| in each group (all groups of a set have the same size)."""
-        size = sum(int(np.prod([m.parameter.shape[a] for a in m.reduce_axes()], dtype=np.int64))
+    def group_size(self):
+        """Number of weights |g| in one group (all groups of a set have the same size)."""
+        return sum(int(np.prod([m.parameter.shape[a] for a in m.reduce_axes()], dtype=np.int64))
                    for m in self.members)
-        return size
 
     def scale(self, factors):
         """Multiply every group by its factor, in place. Shapes: factors (group_shape)."""
@@ -106,11 +105,14 @@ CONV_AXES = {GroupKind.FILTER: (0,), GroupKind.CHANNEL: (1,), GroupKind.SHAPE: (
 BIAS_RIDES = (GroupKind.NEURON_OUT, GroupKind.FILTER)
 
 
-def layer_groups(layer, kind, name=""):
+def layer_groups(layer, kind, name="", riders=()):
     """Return the GroupSet of `kind` on a layer with `weight` (and optional `bias`).
 
     A 2-D weight is a dense layer (out, in); a 4-D weight a conv layer (N, C, M, K).
-    Raises ValueError when `kind` does not apply to the layer's weight layout.
+    `riders` are modules whose parameters are all per-output vectors of length out / N
+    (e.g. the BatchNorm after a conv: its scale and shift) and join the NEURON_OUT or
+    FILTER groups, so that a zero group still means a zero output.
+    Raises ValueError when `kind` does not apply to the layer or a rider does not fit.
     """
     weight = layer.weight
     table = {2: DENSE_AXES, 4: CONV_AXES}.get(weight.ndim, {})
@@ -122,6 +124,14 @@ def layer_groups(layer, kind, name=""):
     bias = getattr(layer, "bias", None)
     if kind in BIAS_RIDES and bias is not None:
         members.append(Member(bias, (0,)))
+    if riders and kind not in BIAS_RIDES:
+        raise ValueError(f"riders join only {[k.name for k in BIAS_RIDES]} groups, not {kind.name}")
+    for rider in riders:
+        for rider_name, parameter in rider.named_parameters():
+            if parameter.shape != (weight.shape[0],):
+                raise ValueError(f"rider parameter {rider_name} of {type(rider).__name__} has shape "
+                                 f"{parameter.shape}; it must be ({weight.shape[0]},) to ride with {name}")
+            members.append(Member(parameter, (0,)))
     return GroupSet(kind, name, tuple(members))
 
 

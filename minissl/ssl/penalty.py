@@ -23,7 +23,7 @@ def group_lasso_value(group_sets, strengths, scale_by_size=False):
     """Return sum over sets of lambda * s_g * sum_g ||w_g|| as a Python float."""
     total = 0.0
     for group_set, strength in zip(group_sets, strengths):
-        scale = np.sqrt(group_set.group_sizes()) if scale_by_size else 1.0
+        scale = np.sqrt(group_set.group_size()) if scale_by_size else 1.0
         total += strength * scale * float(group_set.norms().sum())
     return total
 
@@ -32,7 +32,7 @@ def add_subgradient(group_set, strength, scale_by_size=False):
     """Add lambda * s_g * w_g / ||w_g|| to each member's .grad (0 for zero groups), in place."""
     norms = group_set.norms()
     xp = xp_of(norms)
-    scale = np.sqrt(group_set.group_sizes()) if scale_by_size else 1.0
+    scale = np.sqrt(group_set.group_size()) if scale_by_size else 1.0
     inverse = xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0) * strength * scale
     for member in group_set.members:
         parameter = member.parameter

@@ -30,11 +30,16 @@ class Mode(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class GroupRule:
-    """Regularize the groups of `kind` on the module named `layer` with strength lambda."""
+    """Regularize the groups of `kind` on the module named `layer` with strength lambda.
+
+    `riders` names modules (e.g. the BatchNorm that follows a conv) whose per-channel
+    parameters join each FILTER or NEURON_OUT group.
+    """
 
     layer: str
     kind: GroupKind
     strength: float
+    riders: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +97,12 @@ class GroupLasso:
                 raise ValueError(f"rule names layer {rule.layer!r}, which the model does not have; "
                                  f"layers: {[name for name in modules if name]}")
             module = modules[rule.layer]
+            unknown = [rider for rider in rule.riders if rider not in modules]
+            if unknown:
+                raise ValueError(f"rule for layer {rule.layer!r} names riders {unknown} the model does not have")
+            riders = [modules[rider] for rider in rule.riders]
             group_set = (block_groups(module, rule.layer) if rule.kind is GroupKind.DEPTH
-                         else layer_groups(module, rule.kind, rule.layer))
+                         else layer_groups(module, rule.kind, rule.layer, riders))
             entries.append((KIND_ORDER[rule.kind], position, group_set, rule.strength))
         entries.sort(key=lambda entry: entry[:2])
         self.config = config
@@ -101,7 +110,7 @@ class GroupLasso:
         self.strengths = [entry[3] for entry in entries]
 
     def _size_scale(self, group_set):
-        return float(np.sqrt(group_set.group_sizes())) if self.config.scale_by_size else 1.0
+        return float(np.sqrt(group_set.group_size())) if self.config.scale_by_size else 1.0
 
     def value(self):
         """The current value of the group-lasso term (a float, for logging)."""
