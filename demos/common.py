@@ -25,7 +25,9 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
                              "then the bundled 10,000-digit sample")
     parser.add_argument("--offline", action="store_true",
                         help="never download: use MNIST found locally, else the bundled sample")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (default {epochs}, scaled up on a smaller training set "
+                             f"so that the number of SGD steps stays the same)")
     parser.add_argument("--batch-size", type=int, default=batch_size,
                         help=f"mini-batch size (default {batch_size})")
     parser.add_argument("--lr", type=float, default=lr,
@@ -37,7 +39,7 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
     parser.add_argument("--out", type=Path, default=Path(out),
                         help=f"output directory for results.json and plots (default {out})")
     parser.add_argument("--quick", action="store_true",
-                        help="a run of under a minute: fewer epochs on a 10,000-image subset")
+                        help="a short run: fewer epochs (the demo's docstring says how long)")
 
 
 def check_positive(parser, args, names):

@@ -8,7 +8,8 @@ from demos import mnist_mlp
 @pytest.mark.slow
 def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_mnist_anywhere, capsys):
     out = tmp_path / "run"
-    mnist_mlp.main(["--quick", "--offline", "--out", str(out), "--lambda", "0.05", "0.05", "0.05"])
+    mnist_mlp.main(["--offline", "--out", str(out), "--epochs", "3", "--ssl-epochs", "6",
+                    "--finetune-epochs", "1", "--lambda", "0.05", "0.05", "0.05"])
     printed = capsys.readouterr().out
     assert "bundled 10,000-digit sample" in printed
     assert "groups with 0 < norm < 0.001 set to exactly zero" in printed
@@ -28,6 +29,21 @@ def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_
     assert len(results["history"]) == results["epochs"] + results["ssl_epochs"] + results["finetune_epochs"]
     assert (out / "sparsity.png").stat().st_size > 0
     assert not list(out.glob("*.part*"))
+
+
+@pytest.mark.parametrize("quick, n_train, expected", [
+    (False, 60000, (20, 20, 10)), (False, 8000, (160, 160, 80)), (True, 8000, (24, 64, 16)),
+])
+def test_default_epochs_keep_the_step_count_on_smaller_data(quick, n_train, expected):
+    args = mnist_mlp.parse_args(["--quick"] if quick else [])
+    mnist_mlp.fill_epoch_defaults(args, n_train)
+    assert (args.epochs, args.ssl_epochs, args.finetune_epochs) == expected
+
+
+def test_explicit_epochs_are_kept():
+    args = mnist_mlp.parse_args(["--epochs", "2", "--finetune-epochs", "0"])
+    assert mnist_mlp.fill_epoch_defaults(args, 8000) == 8
+    assert (args.epochs, args.ssl_epochs, args.finetune_epochs) == (2, 160, 0)
 
 
 def test_help_documents_every_flag(capsys):
