@@ -1,7 +1,16 @@
-"""Shared fixtures: a local RNG and an environment with no MNIST anywhere."""
+"""Shared fixtures (a local RNG, an environment with no MNIST anywhere) and the hypothesis profile."""
+
+import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (a red CI then always means a real failure);
+# local runs keep exploring new random examples.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture
