@@ -44,6 +44,7 @@ def test_weight_sparsity_of_a_hand_built_conv_weight():
     assert (report.columns, report.nonzero_columns) == (12, 3)
     assert (report.channels, report.nonzero_channels) == (3, 2)
     assert report.row_sparsity == 0.5 and report.column_sparsity == 0.75
+    assert report.flops_pct == 100.0 * (2 * 3) / (4 * 12)
 
 
 def test_dense_chain_report_counts_units_by_their_outgoing_column():

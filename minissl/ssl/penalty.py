@@ -64,6 +64,16 @@ class LayerSparsity:
     def column_sparsity(self):
         return 1.0 - self.nonzero_columns / self.columns
 
+    @property
+    def flops_pct(self):
+        """Remaining FLOPs in %: the GEMM keeps nonzero rows x nonzero columns.
+
+        For a conv layer, 2 * N * C*M*K * OH * OW FLOPs per sample; OH * OW cancels in the
+        ratio. Channels fed by zero filters of the previous layer are not counted here
+        (for dense chains, dense_chain_report does count them).
+        """
+        return 100.0 * self.nonzero_rows * self.nonzero_columns / (self.rows * self.columns)
+
 
 def weight_sparsity(weight, name=""):
     """Return the LayerSparsity of a dense (out, in) or conv (N, C, M, K) weight array."""
