@@ -8,6 +8,7 @@ from minissl.ssl import GroupKind, layer_groups, prox_group_lasso, shrink_factor
 
 # Zeros, or magnitudes whose squares do not underflow (so the reference norms are exact enough).
 finite = st.one_of(st.just(0.0), st.floats(1e-3, 10), st.floats(-10, -1e-3))
+weight_matrices = hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=finite)
 
 
 def dense_layer(weight, bias=None):
@@ -19,8 +20,7 @@ def dense_layer(weight, bias=None):
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=finite),
-       st.floats(0, 5))
+@given(weight_matrices, st.floats(0, 5))
 def test_prox_zeroes_exactly_the_groups_at_or_below_the_threshold(weight, threshold):
     layer = dense_layer(weight)
     norms = np.linalg.norm(weight, axis=0)
@@ -31,8 +31,7 @@ def test_prox_zeroes_exactly_the_groups_at_or_below_the_threshold(weight, thresh
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=finite),
-       st.floats(0, 5))
+@given(weight_matrices, st.floats(0, 5))
 def test_surviving_groups_shrink_by_the_threshold_and_keep_their_direction(weight, threshold):
     layer = dense_layer(weight)
     norms = np.linalg.norm(weight, axis=0)

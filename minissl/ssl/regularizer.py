@@ -135,7 +135,7 @@ class GroupLasso:
         """Set every nonzero group with norm < threshold to exactly zero; return a CutReport."""
         zeroed, largest = 0, 0.0
         for group_set in self.group_sets:
-            norms = np.asarray(group_set.norms())
+            norms = group_set.norms()
             cut = (norms > 0) & (norms < threshold)
             if cut.any():
                 zeroed += int(cut.sum())
@@ -145,11 +145,11 @@ class GroupLasso:
 
     def hold_zeros(self):
         """Return a ZeroHolder that keeps the groups that are zero now at zero."""
-        return ZeroHolder([(s, (np.asarray(s.norms()) > 0).astype(np.float64)) for s in self.group_sets])
+        return ZeroHolder([(s, (s.norms() > 0).astype(s.members[0].parameter.dtype)) for s in self.group_sets])
 
     def zero_group_counts(self):
         """Return [(layer, kind name, zero groups, all groups)] per group set."""
-        return [(s.layer, s.kind.name, int((np.asarray(s.norms()) == 0).sum()), s.num_groups)
+        return [(s.layer, s.kind.name, int((s.norms() == 0).sum()), s.num_groups)
                 for s in self.group_sets]
 
 
