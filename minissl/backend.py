@@ -72,4 +72,17 @@ def to_numpy(array):
     return np.asarray(array)
 
 
+def _quiet_idle_threads():
+    """Let idle OpenMP threads sleep instead of spin, unless the user chose otherwise.
+
+    Why (measured, docs/results.md): Numba's OpenMP pool keeps its threads spinning after
+    each parallel loop, and OpenBLAS's threads spin after each GEMM. On 2 cores, alternating
+    Numba kernels and BLAS (every conv layer does) then ran 3x slower than either alone
+    (LeNet training step: 64 ms spinning, 17 ms passive; Numba's "workqueue" pool: 19-22 ms).
+    This must run before Numba starts its OpenMP pool, hence here, at import.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_quiet_idle_threads()
 set_backend(os.environ.get("MINISSL_BACKEND", "numba"))

@@ -1,0 +1,173 @@
+"""Kernel dispatch: validate once, then run the reference, Numba or CuPy variant.
+
+Every kernel exists as a plain array version (`reference.py`, also used for CuPy arrays)
+and a Numba twin (`numba_cpu.py`) with the same name and signature. This module owns
+everything the kernels leave out: argument checks with clear errors, output sizes,
+dtype and contiguity, and the choice of variant from `minissl.get_backend()`:
+
+    backend "numpy"  -> reference          backend "numba" -> numba_cpu
+    CuPy arrays      -> reference (the same lines run on the GPU through CuPy)
+
+Which GEMM runs where (measured on 2 cores, docs/results.md): NumPy's OpenBLAS sgemm
+reaches 150-195 GFLOP/s at 256-2048; our Numba `gemm` reaches about 0.5-0.65x of that.
+So `matmul` (what the ops call) uses BLAS; `gemm` is the readable, tested Numba kernel
+that `benchmarks/kernels.py` measures against it.
+"""
+
+import numpy as np
+
+from minissl.backend import get_backend, xp_of
+from minissl.kernels import numba_cpu, reference
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _variant(array):
+    """The module whose kernels should run on `array` under the current backend."""
+    if xp_of(array) is not np or get_backend() != "numba":
+        return reference
+    return numba_cpu
+
+
+def _check_float(name, array, ndim):
+    """Raise a clear error unless `array` is a float32/float64 array with `ndim` axes."""
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(array.shape)}")
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: floor((size + 2p - k) / s) + 1.
+
+    Raises ValueError when the padded input is smaller than the kernel.
+    """
+    _check_positive(kernel=kernel, stride=stride)
+    if padding < 0 or int(padding) != padding:
+        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    if size + 2 * padding < kernel:
+        raise ValueError(f"kernel {kernel} is larger than the padded input {size}+2*{padding}")
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_output_size(size, kernel, stride, ceil_mode):
+    """Output length of a pooling window along one axis (no padding).
+
+    ceil_mode=True is Caffe's rule: ceil((size - k) / s) + 1, with the last window
+    starting inside the input. Raises ValueError when the input is smaller than the kernel.
+    """
+    _check_positive(kernel=kernel, stride=stride)
+    if size < kernel:
+        raise ValueError(f"pooling window {kernel} is larger than the input {size}")
+    if not ceil_mode:
+        return (size - kernel) // stride + 1
+    out = -(-(size - kernel) // stride) + 1
+    return out - 1 if (out - 1) * stride >= size else out
+
+
+def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
+    """Unfold image patches into rows for convolution as a GEMM.
+
+    Shapes: x (B, C, H, W) -> (C*KH*KW, B*OH*OW); row (c, kh, kw), column (b, oh, ow).
+    Raises ValueError/TypeError for a wrong rank, dtype or a kernel larger than the input.
+    """
+    _check_float("im2col input", x, 4)
+    out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
+    out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
+    x = xp_of(x).ascontiguousarray(x)
+    return _variant(x).im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)
+
+
+def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0):
+    """Fold patch rows back into an image, summing overlaps (the adjoint of im2col).
+
+    Shapes: cols (C*KH*KW, B*OH*OW) -> (B, C, H, W) with (B, C, H, W) = x_shape.
+    """
+    _check_float("col2im input", cols, 2)
+    batch, channels, height, width = (int(size) for size in x_shape)
+    out_h = conv_output_size(height, kernel_h, stride, padding)
+    out_w = conv_output_size(width, kernel_w, stride, padding)
+    expected = (channels * kernel_h * kernel_w, batch * out_h * out_w)
+    if tuple(cols.shape) != expected:
+        raise ValueError(f"col2im expects cols of shape {expected} for image {tuple(x_shape)}, "
+                         f"got {tuple(cols.shape)}")
+    xp = xp_of(cols)
+    cols = xp.ascontiguousarray(cols)
+    image = _variant(cols).col2im(cols, batch, channels, height, width, kernel_h, kernel_w,
+                                  stride, padding, out_h, out_w)
+    return xp.ascontiguousarray(image)
+
+
+def _pool_sizes(x, kernel, stride, ceil_mode):
+    _check_float("pooling input", x, 4)
+    stride = kernel if stride is None else stride
+    out_h = pool_output_size(x.shape[2], kernel, stride, ceil_mode)
+    out_w = pool_output_size(x.shape[3], kernel, stride, ceil_mode)
+    return stride, out_h, out_w
+
+
+def max_pool2d(x, kernel, stride=None, ceil_mode=False):
+    """Max over kernel x kernel windows (stride defaults to kernel).
+
+    Shapes: x (B, C, H, W) -> out (B, C, OH, OW), argmax (B, C, OH, OW) int32 (kh*K + kw).
+    """
+    stride, out_h, out_w = _pool_sizes(x, kernel, stride, ceil_mode)
+    x = xp_of(x).ascontiguousarray(x)
+    return _variant(x).max_pool2d(x, kernel, stride, out_h, out_w)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape, kernel, stride=None):
+    """Gradient of max_pool2d. Shapes: grad_out, argmax (B, C, OH, OW) -> (B, C, H, W)."""
+    stride = kernel if stride is None else stride
+    if grad_out.shape != argmax.shape:
+        raise ValueError(f"grad_out {grad_out.shape} and argmax {argmax.shape} differ")
+    grad_out = xp_of(grad_out).ascontiguousarray(grad_out)
+    return xp_of(grad_out).ascontiguousarray(_variant(grad_out).max_pool2d_backward(
+        grad_out, argmax, int(x_shape[2]), int(x_shape[3]), kernel, stride))
+
+
+def avg_pool2d(x, kernel, stride=None, ceil_mode=False):
+    """Mean over the in-image part of kernel x kernel windows.
+
+    Shapes: x (B, C, H, W) -> (B, C, OH, OW).
+    """
+    stride, out_h, out_w = _pool_sizes(x, kernel, stride, ceil_mode)
+    x = xp_of(x).ascontiguousarray(x)
+    return _variant(x).avg_pool2d(x, kernel, stride, out_h, out_w)
+
+
+def avg_pool2d_backward(grad_out, x_shape, kernel, stride=None):
+    """Gradient of avg_pool2d. Shapes: grad_out (B, C, OH, OW) -> (B, C, H, W)."""
+    stride = kernel if stride is None else stride
+    grad_out = xp_of(grad_out).ascontiguousarray(grad_out)
+    return xp_of(grad_out).ascontiguousarray(_variant(grad_out).avg_pool2d_backward(
+        grad_out, int(x_shape[2]), int(x_shape[3]), kernel, stride))
+
+
+def gemm(a, b):
+    """Matrix product with the current backend's own kernel (Numba or reference).
+
+    Shapes: a (M, K), b (K, N) -> (M, N). Both operands must share a float dtype.
+    """
+    _check_float("gemm a", a, 2)
+    _check_float("gemm b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm shapes do not fit: {tuple(a.shape)} @ {tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemm operands must share a dtype, got {a.dtype} and {b.dtype}")
+    xp = xp_of(a)
+    return _variant(a).gemm(xp.ascontiguousarray(a), xp.ascontiguousarray(b))
+
+
+def matmul(a, b):
+    """The GEMM the ops use: BLAS (NumPy/cuBLAS), the fastest one measured (see above).
+
+    Shapes: a (M, K), b (K, N) -> (M, N).
+    """
+    return a @ b

@@ -1,0 +1,150 @@
+"""Reference kernels: short, plainly correct array code, the oracle for every other variant.
+
+Each function here has a Numba twin of the same name and signature in `numba_cpu.py`.
+The code is written against `xp = xp_of(x)`, so the same lines run on NumPy and CuPy
+arrays (the "cupy" backend uses them as its kernels). Kernels only compute: inputs are
+validated, cast and made contiguous by `kernels/__init__.py`.
+
+Index conventions (docs/shapes.md):
+    image x            (B, C, H, W)
+    patch matrix cols  (C*KH*KW, B*OH*OW); row (c, kh, kw), column (b, oh, ow), so that
+                       W.reshape(C_out, C*KH*KW) @ cols is the convolution (Caffe's layout:
+                       each row is a shifted copy of the image, read and written in runs).
+    pooling argmax     (B, C, OH, OW) int32: index kh*KW + kw of the maximum in its window.
+
+Pooling windows may hang over the bottom/right border (Caffe's ceil mode); the part
+outside the image is ignored: max skips it, average divides by the window's inside area.
+"""
+
+import numpy as np
+
+from minissl.backend import xp_of
+
+
+def _window_slice(offset, stride, count):
+    """Slice picking `count` positions start, start+stride, ... for one window offset."""
+    return slice(offset, offset + stride * (count - 1) + 1, stride)
+
+
+def im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
+    """Unfold zero-padded image patches into the columns of a matrix.
+
+    Shapes: x (B, C, H, W) -> cols (C*KH*KW, B*OH*OW).
+    """
+    xp = xp_of(x)
+    batch, channels = x.shape[:2]
+    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    patches = xp.empty((channels, kernel_h, kernel_w, batch, out_h, out_w), dtype=x.dtype)
+    for kh in range(kernel_h):
+        for kw in range(kernel_w):
+            rows, cols = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
+            # (B, C, OH, OW) -> (C, B, OH, OW)
+            patches[:, kh, kw] = padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    return patches.reshape(channels * kernel_h * kernel_w, batch * out_h * out_w)
+
+
+def col2im(cols, batch, channels, height, width, kernel_h, kernel_w, stride, padding,
+           out_h, out_w):
+    """Fold patch columns back into an image, summing where patches overlap (im2col's adjoint).
+
+    Shapes: cols (C*KH*KW, B*OH*OW) -> x (B, C, H, W).
+    """
+    xp = xp_of(cols)
+    patches = cols.reshape(channels, kernel_h, kernel_w, batch, out_h, out_w)
+    padded = xp.zeros((batch, channels, height + 2 * padding, width + 2 * padding),
+                      dtype=cols.dtype)
+    for kh in range(kernel_h):
+        for kw in range(kernel_w):
+            rows, cols_ = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
+            # one window offset touches each padded pixel at most once, so += is safe
+            padded[:, :, rows, cols_] += patches[:, kh, kw].transpose(1, 0, 2, 3)
+    return padded[:, :, padding:padding + height, padding:padding + width]
+
+
+def _padded_for_pool(x, kernel, stride, out_h, out_w, fill):
+    """Pad x on the bottom/right with `fill` so that every window fits (ceil mode)."""
+    xp = xp_of(x)
+    need_h = (out_h - 1) * stride + kernel - x.shape[2]
+    need_w = (out_w - 1) * stride + kernel - x.shape[3]
+    return xp.pad(x, ((0, 0), (0, 0), (0, max(need_h, 0)), (0, max(need_w, 0))),
+                  constant_values=fill)
+
+
+def max_pool2d(x, kernel, stride, out_h, out_w):
+    """Max over each kernel x kernel window.
+
+    Shapes: x (B, C, H, W) -> out (B, C, OH, OW), argmax (B, C, OH, OW) int32.
+    Ties go to the first maximum in row-major window order.
+    """
+    xp = xp_of(x)
+    padded = _padded_for_pool(x, kernel, stride, out_h, out_w, -np.inf)
+    out = xp.full(x.shape[:2] + (out_h, out_w), -np.inf, dtype=x.dtype)
+    argmax = xp.zeros(out.shape, dtype=np.int32)
+    for kh in range(kernel):
+        for kw in range(kernel):
+            window = padded[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)]
+            larger = window > out  # strict: the first maximum wins ties
+            out = xp.where(larger, window, out)
+            argmax[larger] = kh * kernel + kw
+    return out, argmax
+
+
+def max_pool2d_backward(grad_out, argmax, height, width, kernel, stride):
+    """Route each output gradient to the input pixel that was the maximum.
+
+    Shapes: grad_out, argmax (B, C, OH, OW) -> grad_x (B, C, H, W).
+    """
+    xp = xp_of(grad_out)
+    out_h, out_w = grad_out.shape[2:]
+    full_h, full_w = (out_h - 1) * stride + kernel, (out_w - 1) * stride + kernel
+    grad = xp.zeros(grad_out.shape[:2] + (max(full_h, height), max(full_w, width)),
+                    dtype=grad_out.dtype)
+    for kh in range(kernel):
+        for kw in range(kernel):
+            chosen = xp.where(argmax == kh * kernel + kw, grad_out, 0)
+            grad[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)] += chosen
+    return grad[:, :, :height, :width]
+
+
+def _window_areas(height, width, kernel, stride, out_h, out_w, dtype, xp):
+    """Number of in-image pixels of each pooling window. Shapes: -> (OH, OW)."""
+    rows = np.minimum(np.arange(out_h) * stride + kernel, height) - np.arange(out_h) * stride
+    cols = np.minimum(np.arange(out_w) * stride + kernel, width) - np.arange(out_w) * stride
+    return xp.asarray(np.outer(rows, cols).astype(dtype))
+
+
+def avg_pool2d(x, kernel, stride, out_h, out_w):
+    """Mean over the in-image part of each kernel x kernel window.
+
+    Shapes: x (B, C, H, W) -> (B, C, OH, OW).
+    """
+    xp = xp_of(x)
+    padded = _padded_for_pool(x, kernel, stride, out_h, out_w, 0)
+    total = xp.zeros(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
+    for kh in range(kernel):
+        for kw in range(kernel):
+            total += padded[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)]
+    return total / _window_areas(x.shape[2], x.shape[3], kernel, stride, out_h, out_w, x.dtype, xp)
+
+
+def avg_pool2d_backward(grad_out, height, width, kernel, stride):
+    """Spread each output gradient evenly over its window's in-image pixels.
+
+    Shapes: grad_out (B, C, OH, OW) -> grad_x (B, C, H, W).
+    """
+    xp = xp_of(grad_out)
+    out_h, out_w = grad_out.shape[2:]
+    share = grad_out / _window_areas(height, width, kernel, stride, out_h, out_w,
+                                     grad_out.dtype, xp)
+    full_h, full_w = (out_h - 1) * stride + kernel, (out_w - 1) * stride + kernel
+    grad = xp.zeros(grad_out.shape[:2] + (max(full_h, height), max(full_w, width)),
+                    dtype=grad_out.dtype)
+    for kh in range(kernel):
+        for kw in range(kernel):
+            grad[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)] += share
+    return grad[:, :, :height, :width]
+
+
+def gemm(a, b):
+    """Matrix product. Shapes: a (M, K), b (K, N) -> (M, N). Here: the array module's BLAS."""
+    return a @ b

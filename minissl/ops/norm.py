@@ -1,0 +1,95 @@
+"""Batch normalization over (B, H, W) per channel, with running statistics.
+
+Train mode (Ioffe & Szegedy 2015, Algorithm 1), per channel c:
+
+    mean = E[x],  var = E[(x - mean)^2]   (biased, over B*H*W values)
+    x_hat = (x - mean) / sqrt(var + eps),   y = gamma * x_hat + beta
+
+and the running statistics move by `momentum` towards mean and the unbiased variance
+(PyTorch's convention). Eval mode normalizes with the running statistics instead.
+Backward in train mode (n = B*H*W values per channel, g = grad_y * gamma):
+
+    grad_x = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps)
+"""
+
+from minissl.autograd import Function
+from minissl.backend import xp_of
+from minissl.tensor import Tensor
+
+_AXES = (0, 2, 3)  # batch, height, width: everything except the channel
+
+
+def _per_channel(vector):
+    return vector.reshape(1, -1, 1, 1)  # (C,) -> (1, C, 1, 1)
+
+
+class BatchNormTrain(Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps):
+        xp = xp_of(x)
+        mean = x.mean(axis=_AXES)  # (C,)
+        centered = x - _per_channel(mean)
+        var = (centered * centered).mean(axis=_AXES)  # (C,) biased
+        inv_std = 1.0 / xp.sqrt(var + eps)
+        x_hat = centered * _per_channel(inv_std)  # (B, C, H, W)
+        ctx.x_hat, ctx.inv_std, ctx.gamma = x_hat, inv_std, gamma
+        count = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (count / (count - 1))  # unbiased, as in PyTorch
+        return x_hat * _per_channel(gamma) + _per_channel(beta)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x_hat = ctx.x_hat
+        grad_gamma = (grad_out * x_hat).sum(axis=_AXES)  # (C,)
+        grad_beta = grad_out.sum(axis=_AXES)  # (C,)
+        grad_x = None
+        if ctx.needs_grad[0]:
+            count = grad_out.size // grad_out.shape[1]
+            g = grad_out * _per_channel(ctx.gamma)
+            mean_g = _per_channel(g.sum(axis=_AXES) / count)
+            mean_g_xhat = _per_channel((g * x_hat).sum(axis=_AXES) / count)
+            grad_x = (g - mean_g - x_hat * mean_g_xhat) * _per_channel(ctx.inv_std)
+        return grad_x, grad_gamma, grad_beta
+
+
+class BatchNormEval(Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, running_mean, running_var, eps):
+        inv_std = 1.0 / xp_of(x).sqrt(running_var + eps)  # (C,)
+        ctx.x_hat = (x - _per_channel(running_mean)) * _per_channel(inv_std)
+        ctx.scale = gamma * inv_std
+        return ctx.x_hat * _per_channel(gamma) + _per_channel(beta)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_x = grad_out * _per_channel(ctx.scale) if ctx.needs_grad[0] else None
+        return grad_x, (grad_out * ctx.x_hat).sum(axis=_AXES), grad_out.sum(axis=_AXES)
+
+
+def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """Normalize each channel of x, then scale by gamma and shift by beta.
+
+    Shapes: x (B, C, H, W); gamma, beta (C,) Tensors; running_mean, running_var (C,)
+    arrays -> (B, C, H, W). In training mode the batch statistics are used and the running
+    arrays are updated in place (the only mutation); otherwise the running ones are used.
+    Raises ValueError for mismatched shapes or a training batch with one value per channel.
+    """
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise ValueError(f"batch_norm expects a Tensor (B, C, H, W), got {getattr(x, 'shape', x)}")
+    channels = x.shape[1]
+    for name, value in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+        if tuple(value.shape) != (channels,):
+            raise ValueError(f"batch_norm: {name} must have shape ({channels},), got {value.shape}")
+    if not training:
+        return BatchNormEval.apply(x, gamma, beta, running_mean=running_mean,
+                                   running_var=running_var, eps=eps)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    if count < 2:
+        raise ValueError(f"batch_norm in training mode needs more than one value per channel, "
+                         f"got input {x.shape}")
+    return BatchNormTrain.apply(x, gamma, beta, running_mean=running_mean,
+                                running_var=running_var, momentum=momentum, eps=eps)
