@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minissl import Tensor, data, no_grad, ops
+from minissl import Tensor, data, no_grad, ops, optim
 
 EVAL_BATCH = 1000
 
@@ -98,6 +98,48 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{1 - wrong / seen:.4f}",
                                 img_s=f"{rate:,.0f}")
     return total_loss / seen, wrong / seen
+
+
+def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None, describe=None):
+    """Train for `epochs` with SGD and a per-step cosine schedule from `lr` to 0.
+
+    `split` is (x_train, y_train, x_test, y_test); `args` gives momentum, weight_decay,
+    batch_size and seed. After each epoch the test error is measured, a line is printed
+    and a record appended to `history`; `describe(model)`, when given, returns a dict of
+    extra fields for that record and a short text for the line.
+    """
+    x_train, y_train, x_test, y_test = split
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
+                          weight_decay=args.weight_decay)
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
+    schedule = optim.CosineSchedule(optimizer, total_steps=epochs * steps_per_epoch)
+    rng = np.random.default_rng(args.seed)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        loss, train_error = train_epoch(model, optimizer, schedule, x_train, y_train,
+                                        args.batch_size, rng, f"{phase} {epoch}/{epochs}",
+                                        regularizer)
+        seconds = time.perf_counter() - start
+        test_error = error_rate(model, x_test, y_test)
+        record = {"phase": phase, "epoch": epoch, "loss": loss, "train_error": train_error,
+                  "test_error": test_error, "seconds": seconds}
+        extra, text = describe(model) if describe is not None else ({}, "")
+        record.update(extra)
+        history.append(record)
+        print(f"{phase} epoch {epoch:2d}/{epochs}: loss {loss:.4f}  train error {train_error:.2%}  "
+              f"test error {test_error:.2%}  {seconds:.1f} s{text}")
+
+
+def fill_epoch_defaults(args, n_train, defaults, quick_defaults, full_size=60000):
+    """Set the epoch counts the user did not give: the (quick) defaults, multiplied by
+    round(full_size / n_train) so that a smaller training set (the bundled 8,000-image
+    sample) gets the same number of SGD steps as the full MNIST. Returns the factor.
+    """
+    factor = max(1, round(full_size / n_train))
+    for name, default in (quick_defaults if args.quick else defaults).items():
+        if getattr(args, name) is None:
+            setattr(args, name, default * factor)
+    return factor
 
 
 def predict(model, inputs):

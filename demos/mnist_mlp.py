@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from demos import common
-from minissl import data, models, optim, plots, ssl
+from minissl import data, models, plots, ssl
 from minissl.ssl import GroupKind
 
 # Wen et al. 2016, section 4.1 (MLP on MNIST): error and neurons per layer.
@@ -70,39 +70,20 @@ def parse_args(argv):
 
 
 def fill_epoch_defaults(args, n_train):
-    """Set the epoch counts the user did not give: the (quick) defaults, multiplied by
-    round(60,000 / n_train) so that a smaller training set (the bundled 8,000-image
-    sample) gets the same number of SGD and prox steps as the full MNIST. Returns the factor.
-    """
-    factor = max(1, round(FULL_TRAIN_SIZE / n_train))
-    for name, default in (QUICK_EPOCHS if args.quick else EPOCHS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, default * factor)
-    return factor
+    """Set missing epoch counts, scaled up on a smaller training set (common.fill_epoch_defaults)."""
+    return common.fill_epoch_defaults(args, n_train, EPOCHS, QUICK_EPOCHS, FULL_TRAIN_SIZE)
 
 
 def train(model, args, split, history, phase, epochs, lr, regularizer=None):
-    """Train with SGD and a per-step cosine schedule from `lr` to 0; log each epoch."""
-    x_train, y_train, x_test, y_test = split
-    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    steps_per_epoch = -(-len(x_train) // args.batch_size)
-    schedule = optim.CosineSchedule(optimizer, total_steps=epochs * steps_per_epoch)
-    rng = np.random.default_rng(args.seed)
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        loss, train_error = common.train_epoch(model, optimizer, schedule, x_train, y_train, args.batch_size,
-                                               rng, f"{phase} {epoch}/{epochs}", regularizer)
-        seconds = time.perf_counter() - start
-        test_error = common.error_rate(model, x_test, y_test)
-        record = {"phase": phase, "epoch": epoch, "loss": loss, "train_error": train_error,
-                  "test_error": test_error, "seconds": seconds}
-        extra = ""
-        if isinstance(regularizer, ssl.GroupLasso):
-            record["neurons"] = chain_report(model)["neurons"]
-            extra = f"  neurons {'-'.join(map(str, record['neurons']))}"
-        history.append(record)
-        print(f"{phase} epoch {epoch:2d}/{epochs}: loss {loss:.4f}  train error {train_error:.2%}  "
-              f"test error {test_error:.2%}  {seconds:.1f} s{extra}")
+    """Train one phase (common.train_phase); SSL phases also log the neurons per layer."""
+    describe = describe_neurons if isinstance(regularizer, ssl.GroupLasso) else None
+    common.train_phase(model, args, split, history, phase, epochs, lr, regularizer, describe)
+
+
+def describe_neurons(model):
+    """The neurons per layer, as a history field and as text for the epoch line."""
+    neurons = chain_report(model)["neurons"]
+    return {"neurons": neurons}, f"  neurons {'-'.join(map(str, neurons))}"
 
 
 def chain_report(model):

@@ -24,3 +24,14 @@ def no_mnist_anywhere(monkeypatch, tmp_path):
     monkeypatch.delenv("MINISSL_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return tmp_path
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def cpu_backend(request):
+    """Run the test once per CPU backend, restoring the previous backend afterwards."""
+    import minissl
+
+    previous = minissl.get_backend()
+    minissl.set_backend(request.param)
+    yield request.param
+    minissl.set_backend(previous)

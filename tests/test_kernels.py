@@ -1,0 +1,169 @@
+"""Every Numba kernel equals its NumPy reference; im2col and col2im are adjoint."""
+
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minissl import kernels
+from minissl.kernels import numba_cpu, reference
+
+
+@st.composite
+def conv_geometries(draw):
+    """(x, kernel_h, kernel_w, stride, padding) with the kernel fitting the padded input."""
+    batch, channels = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kernel_h, kernel_w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride, padding = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    height = draw(st.integers(max(1, kernel_h - 2 * padding), 9))
+    width = draw(st.integers(max(1, kernel_w - 2 * padding), 9))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**16))
+    x = np.random.default_rng(seed).standard_normal((batch, channels, height, width)).astype(dtype)
+    if draw(st.booleans()):  # a non-contiguous view of the same values
+        x = np.asfortranarray(x)
+    return x, kernel_h, kernel_w, stride, padding
+
+
+@st.composite
+def pool_geometries(draw):
+    """(x, kernel, stride, ceil_mode) with the window fitting the input."""
+    kernel, stride = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)),
+             draw(st.integers(kernel, 10)), draw(st.integers(kernel, 10)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = np.random.default_rng(draw(st.integers(0, 2**16))).standard_normal(shape).astype(dtype)
+    return x[:, :, ::-1] if draw(st.booleans()) else x, kernel, stride, draw(st.booleans())
+
+
+def _sizes(x, kernel_h, kernel_w, stride, padding):
+    return (kernels.conv_output_size(x.shape[2], kernel_h, stride, padding),
+            kernels.conv_output_size(x.shape[3], kernel_w, stride, padding))
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries())
+def test_numba_im2col_equals_reference(case):
+    x, kernel_h, kernel_w, stride, padding = case
+    sizes = _sizes(*case)
+    contiguous = np.ascontiguousarray(x)
+    expected = reference.im2col(x, kernel_h, kernel_w, stride, padding, *sizes)
+    got = numba_cpu.im2col(contiguous, kernel_h, kernel_w, stride, padding, *sizes)
+    np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries())
+def test_numba_col2im_equals_reference(case):
+    x, kernel_h, kernel_w, stride, padding = case
+    sizes = _sizes(*case)
+    rows = x.shape[1] * kernel_h * kernel_w
+    cols = np.random.default_rng(0).standard_normal((rows, x.shape[0] * sizes[0] * sizes[1]))
+    cols = cols.astype(x.dtype)
+    args = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], kernel_h, kernel_w, stride, padding)
+    expected = reference.col2im(cols, *args, *sizes)
+    got = numba_cpu.col2im(cols, *args, *sizes)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries())
+def test_im2col_and_col2im_are_adjoint(case):
+    """<im2col(x), y> == <x, col2im(y)> for the dispatching functions of both backends."""
+    x, kernel_h, kernel_w, stride, padding = case
+    x = x.astype(np.float64)
+    cols = kernels.im2col(x, kernel_h, kernel_w, stride, padding)
+    y = np.random.default_rng(1).standard_normal(cols.shape)
+    folded = kernels.col2im(y, x.shape, kernel_h, kernel_w, stride, padding)
+    np.testing.assert_allclose(np.vdot(cols, y), np.vdot(x, folded), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_geometries())
+def test_numba_max_pool_equals_reference_forward_and_backward(case):
+    x, kernel, stride, ceil_mode = case
+    out_h = kernels.pool_output_size(x.shape[2], kernel, stride, ceil_mode)
+    out_w = kernels.pool_output_size(x.shape[3], kernel, stride, ceil_mode)
+    expected, expected_arg = reference.max_pool2d(x, kernel, stride, out_h, out_w)
+    got, got_arg = numba_cpu.max_pool2d(np.ascontiguousarray(x), kernel, stride, out_h, out_w)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_arg, expected_arg)
+    grad = np.random.default_rng(2).standard_normal(expected.shape).astype(x.dtype)
+    height, width = x.shape[2:]
+    np.testing.assert_allclose(
+        numba_cpu.max_pool2d_backward(grad, got_arg, height, width, kernel, stride),
+        reference.max_pool2d_backward(grad, expected_arg, height, width, kernel, stride),
+        rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_geometries())
+def test_numba_avg_pool_equals_reference_forward_and_backward(case):
+    x, kernel, stride, ceil_mode = case
+    out_h = kernels.pool_output_size(x.shape[2], kernel, stride, ceil_mode)
+    out_w = kernels.pool_output_size(x.shape[3], kernel, stride, ceil_mode)
+    expected = reference.avg_pool2d(x, kernel, stride, out_h, out_w)
+    got = numba_cpu.avg_pool2d(np.ascontiguousarray(x), kernel, stride, out_h, out_w)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    grad = np.random.default_rng(3).standard_normal(expected.shape).astype(x.dtype)
+    height, width = x.shape[2:]
+    np.testing.assert_allclose(numba_cpu.avg_pool2d_backward(grad, height, width, kernel, stride),
+                               reference.avg_pool2d_backward(grad, height, width, kernel, stride),
+                               rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 70), st.integers(1, 70),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_numba_gemm_equals_blas(m, k, n, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(numba_cpu.gemm(a, b), a @ b, rtol=tolerance, atol=tolerance * k)
+
+
+def test_numba_gemm_crosses_block_boundaries(rng):
+    """Sizes past GEMM_KC and GEMM_NC exercise the panel edges and the odd last row."""
+    m, k, n = 131, numba_cpu.GEMM_KC + 37, numba_cpu.GEMM_NC + 29
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    np.testing.assert_allclose(numba_cpu.gemm(a, b), a @ b, rtol=1e-12, atol=1e-10)
+
+
+def test_gemm_dispatch_accepts_non_contiguous_operands(cpu_backend, rng):
+    a, b = rng.standard_normal((6, 5)), rng.standard_normal((7, 6))
+    np.testing.assert_allclose(kernels.gemm(a.T, b.T), a.T @ b.T, rtol=1e-12)
+
+
+def test_im2col_matrix_product_equals_scipy_correlation(rng):
+    """An independent oracle: W2 @ im2col(x) is scipy's valid cross-correlation."""
+    x, weight = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    out = weight.reshape(4, -1) @ kernels.im2col(x, 3, 2)  # (C_out, B*OH*OW)
+    out = out.reshape(4, 2, 5, 5).transpose(1, 0, 2, 3)  # (B, C_out, OH, OW)
+    for b in range(2):
+        for n in range(4):
+            expected = scipy.signal.correlate(x[b], weight[n], mode="valid")[0]
+            np.testing.assert_allclose(out[b, n], expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kernels.im2col(np.zeros((1, 1, 3, 3), np.float32), 5, 5), "larger than the padded"),
+    (lambda: kernels.im2col(np.zeros((1, 3, 3), np.float32), 2, 2), "4 dimensions"),
+    (lambda: kernels.im2col(np.zeros((1, 1, 3, 3), np.int64), 2, 2), "float32 or float64"),
+    (lambda: kernels.im2col(np.zeros((1, 1, 3, 3)), 2, 2, stride=0), "stride must be a positive"),
+    (lambda: kernels.col2im(np.zeros((4, 5)), (1, 1, 3, 3), 2, 2), r"expects cols of shape \(4, 4\)"),
+    (lambda: kernels.max_pool2d(np.zeros((1, 1, 2, 2)), 3), "larger than the input"),
+    (lambda: kernels.gemm(np.zeros((2, 3)), np.zeros((4, 2))), "do not fit"),
+    (lambda: kernels.gemm(np.zeros((2, 3)), np.zeros((3, 2), np.float32)), "share a dtype"),
+])
+def test_kernel_arguments_are_validated_with_clear_errors(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+@pytest.mark.parametrize("size, kernel, stride, ceil_mode, expected", [
+    (32, 3, 2, True, 16), (32, 3, 2, False, 15), (24, 2, 2, False, 12), (5, 3, 3, True, 2),
+    (4, 2, 3, True, 2), (7, 1, 3, True, 3),
+])
+def test_pool_output_size_follows_caffe_in_ceil_mode(size, kernel, stride, ceil_mode, expected):
+    assert kernels.pool_output_size(size, kernel, stride, ceil_mode) == expected
