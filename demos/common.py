@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minissl import Tensor, data, no_grad, ops, optim
+from minissl import Tensor, data, no_grad, ops, optim, set_backend, to_numpy
+from minissl.backend import array_module
 
 EVAL_BATCH = 1000
 
@@ -38,6 +39,9 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
     parser.add_argument("--out", type=Path, default=Path(out),
                         help=f"output directory for results.json and plots (default {out})")
+    parser.add_argument("--backend", choices=["numpy", "numba", "cupy"], default=None,
+                        help="array backend: numba (default), numpy (reference kernels) or cupy "
+                             "(GPU; needs pip install -e '.[gpu]')")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: fewer epochs (the demo's docstring says how long)")
 
@@ -47,6 +51,21 @@ def check_positive(parser, args, names):
     for name in names:
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+
+
+def use_backend(name):
+    """Select the backend named by --backend (None keeps the default); exit cleanly on error."""
+    if name is None:
+        return
+    try:
+        set_backend(name)
+    except ImportError as error:
+        sys.exit(f"error: {error}")
+
+
+def on_backend(array):
+    """The array in the current backend's array module (a copy to the GPU under cupy)."""
+    return array_module().asarray(array)
 
 
 def load_mnist(directory, offline=False):
@@ -77,7 +96,7 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
     steps = -(-len(inputs) // batch_size)
     with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr) as bar:
         for batch_inputs, batch_labels in data.batches(inputs, labels, batch_size, rng):
-            logits = model(Tensor(batch_inputs))
+            logits = model(Tensor(on_backend(batch_inputs)))
             loss = ops.cross_entropy(logits, batch_labels)
             optimizer.zero_grad()
             loss.backward()
@@ -90,7 +109,7 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
             if schedule is not None:
                 schedule.step()
             total_loss += loss.item() * len(batch_labels)
-            wrong += int((logits.data.argmax(axis=1) != batch_labels).sum())
+            wrong += int((to_numpy(logits.data).argmax(axis=1) != batch_labels).sum())
             seen += len(batch_labels)
             bar.update(1)
             if bar.n % 20 == 0 or seen == len(inputs):
@@ -148,8 +167,8 @@ def predict(model, inputs):
     predictions = []
     with no_grad():
         for start in range(0, len(inputs), EVAL_BATCH):
-            logits = model(Tensor(inputs[start:start + EVAL_BATCH]))
-            predictions.append(np.asarray(logits.data).argmax(axis=1))
+            logits = model(Tensor(on_backend(inputs[start:start + EVAL_BATCH])))
+            predictions.append(to_numpy(logits.data).argmax(axis=1))
     return np.concatenate(predictions)
 
 

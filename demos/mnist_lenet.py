@@ -56,6 +56,7 @@ def layer_table(model):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    common.use_backend(args.backend)
     started = time.perf_counter()
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
@@ -64,7 +65,7 @@ def main(argv=None):
         print(f"note: {len(split[1]):,} training images instead of 60,000: the default epoch count "
               f"is multiplied by {factor} to keep the full run's number of SGD steps")
     history = []
-    model = models.lenet(seed=args.seed)
+    model = models.lenet(seed=args.seed).to_backend()
     common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr)
     error = common.error_rate(model, split[2], split[3])
     seconds = float(np.mean([record["seconds"] for record in history]))

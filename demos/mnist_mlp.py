@@ -92,7 +92,7 @@ def chain_report(model):
 
 def ssl_row(args, split, history, index, lambdas):
     """Train one SSL row: prox epochs, the reported cut, masked fine-tuning. Returns the row."""
-    model = models.mlp(seed=args.seed)
+    model = models.mlp(seed=args.seed).to_backend()
     config = ssl.SSLConfig(ssl.rules_for(model, GroupKind.NEURON_IN, lambdas), mode=ssl.Mode(args.mode),
                            min_prox_lr=args.prox_lr_floor)
     lasso = ssl.GroupLasso(model, config)
@@ -143,6 +143,7 @@ def prepare_split(dataset):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    common.use_backend(args.backend)
     started = time.perf_counter()
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
@@ -152,7 +153,7 @@ def main(argv=None):
               f"are multiplied by {factor} to keep the full run's number of SGD and prox steps")
     history, rows = [], []
     if not args.no_baseline:
-        model = models.mlp(seed=args.seed)
+        model = models.mlp(seed=args.seed).to_backend()
         train(model, args, split, history, "baseline", args.epochs, args.lr)
         report = chain_report(model)
         rows.append({"name": "baseline", "error": common.error_rate(model, split[2], split[3]),

@@ -7,7 +7,7 @@ Buffers are non-trainable arrays that belong to the state (e.g. running statisti
 
 import numpy as np
 
-from minissl.backend import to_numpy, xp_of
+from minissl.backend import array_module, to_numpy, xp_of
 from minissl.tensor import Tensor
 
 
@@ -93,6 +93,22 @@ class Module:
     def eval(self):
         """Switch to evaluation mode; returns self."""
         return self.train(False)
+
+    def to_backend(self):
+        """Move every parameter and buffer to the current backend's array module; returns self.
+
+        After `minissl.set_backend("cupy")`, `model.to_backend()` puts the model on the GPU;
+        after set_backend("numpy" or "numba") it brings it back. Gradients are cleared.
+        """
+        xp = array_module()
+        for _, module in self.named_modules():
+            for parameter in module._parameters.values():
+                parameter.data = to_numpy(parameter.data) if xp is np else xp.asarray(parameter.data)
+                parameter.grad = None
+            for name in module._buffers:
+                array = getattr(module, name)
+                object.__setattr__(module, name, to_numpy(array) if xp is np else xp.asarray(array))
+        return self
 
     def zero_grad(self):
         """Clear the gradients of every parameter."""
