@@ -11,6 +11,13 @@ Backward, with G = grad_out as (C_out, B*OH*OW):
     grad_W2 = G @ cols.T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
 The GEMMs go through `kernels.matmul` (BLAS); im2col/col2im through the backend's kernels.
+
+Chunks: the patch matrix is C_in*KH*KW times larger than the output. When it would pass
+COLS_CHUNK_ELEMENTS (8 MB of float32), the batch is processed in chunks of images and the
+patches are rebuilt in backward instead of kept. Measured on the CIFAR ConvNet's conv2
+(batch 100, 82 MB of patches): one fresh 82 MB array per call cost more in page faults
+than the whole convolution in chunks (docs/results.md).
+
 Reference: Chellapilla et al., "High performance convolutional neural networks for document
 processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caffe, 2014.
 """
@@ -19,6 +26,14 @@ from minissl import kernels
 from minissl.autograd import Function
 from minissl.backend import xp_of
 from minissl.tensor import Tensor
+
+COLS_CHUNK_ELEMENTS = 2 ** 21
+
+
+def _image_chunks(batch, rows, pixels):
+    """[(start, stop), ...] covering the batch, each chunk's patches within the budget."""
+    per_chunk = max(1, COLS_CHUNK_ELEMENTS // (rows * pixels))
+    return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
 
 
 class Conv2d(Function):
@@ -29,35 +44,41 @@ class Conv2d(Function):
         batch = x.shape[0]
         out_h = kernels.conv_output_size(x.shape[2], kernel_h, stride, padding)
         out_w = kernels.conv_output_size(x.shape[3], kernel_w, stride, padding)
-        cols = kernels.im2col(x, kernel_h, kernel_w, stride, padding)  # (C_in*KH*KW, B*OH*OW)
         weight2 = weight.reshape(c_out, -1)  # (C_out, C_in*KH*KW)
-        out = kernels.matmul(weight2, cols)  # (C_out, B*OH*OW)
-        if bias:
-            out += bias[0][:, None]
-        ctx.cols, ctx.weight2, ctx.x_shape = cols, weight2, x.shape
+        chunks = _image_chunks(batch, weight2.shape[1], out_h * out_w)
+        out = xp.empty((batch, c_out, out_h * out_w), dtype=x.dtype)
+        for start, stop in chunks:
+            cols = kernels.im2col(x[start:stop], kernel_h, kernel_w, stride, padding)  # (C_in*KH*KW, b*OH*OW)
+            product = kernels.matmul(weight2, cols)  # (C_out, b*OH*OW)
+            if bias:
+                product += bias[0][:, None]
+            # (C_out, b*OH*OW) -> (C_out, b, OH*OW) -> (b, C_out, OH*OW)
+            out[start:stop] = product.reshape(c_out, stop - start, -1).transpose(1, 0, 2)
+        ctx.x, ctx.weight2, ctx.chunks = x, weight2, chunks
+        ctx.cols = cols if len(chunks) == 1 else None  # one chunk: keep it for backward
         ctx.geometry = (kernel_h, kernel_w, stride, padding)
-        # (C_out, B*OH*OW) -> (C_out, B, OH*OW) -> (B, C_out, OH*OW) -> (B, C_out, OH, OW)
-        out = out.reshape(c_out, batch, out_h * out_w).transpose(1, 0, 2)
-        return xp.ascontiguousarray(out).reshape(batch, c_out, out_h, out_w)
+        return out.reshape(batch, c_out, out_h, out_w)
 
     @staticmethod
     def backward(ctx, grad_out):
         xp = xp_of(grad_out)
-        batch, c_out = grad_out.shape[:2]
-        # (B, C_out, OH, OW) -> (C_out, B, OH*OW) -> (C_out, B*OH*OW)
-        grad2 = xp.ascontiguousarray(grad_out.reshape(batch, c_out, -1).transpose(1, 0, 2))
-        grad2 = grad2.reshape(c_out, -1)
+        c_out = grad_out.shape[1]
         needs = ctx.needs_grad
-        grad_x = grad_weight = grad_bias = None
-        if needs[0]:
-            grad_cols = kernels.matmul(ctx.weight2.T, grad2)  # (C_in*KH*KW, B*OH*OW)
-            grad_x = kernels.col2im(grad_cols, ctx.x_shape, *ctx.geometry)  # (B, C_in, H, W)
-        if needs[1]:
-            kernel_h, kernel_w = ctx.geometry[:2]
-            grad_weight = kernels.matmul(grad2, ctx.cols.T)  # (C_out, C_in*KH*KW)
-            grad_weight = grad_weight.reshape(c_out, -1, kernel_h, kernel_w)  # (C_out, C_in, KH, KW)
-        if len(needs) > 2 and needs[2]:
-            grad_bias = grad2.sum(axis=1)  # (C_out,)
+        weight2, x, geometry = ctx.weight2, ctx.x, ctx.geometry
+        grad_x = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
+        grad_weight2 = xp.zeros(weight2.shape, dtype=weight2.dtype) if needs[1] else None
+        for start, stop in ctx.chunks:
+            # (b, C_out, OH, OW) -> (C_out, b, OH*OW) -> (C_out, b*OH*OW)
+            grad2 = grad_out[start:stop].reshape(stop - start, c_out, -1).transpose(1, 0, 2)
+            grad2 = xp.ascontiguousarray(grad2).reshape(c_out, -1)
+            if needs[0]:
+                grad_cols = kernels.matmul(weight2.T, grad2)  # (C_in*KH*KW, b*OH*OW)
+                grad_x[start:stop] = kernels.col2im(grad_cols, x[start:stop].shape, *geometry)
+            if needs[1]:
+                cols = ctx.cols if ctx.cols is not None else kernels.im2col(x[start:stop], *geometry)
+                grad_weight2 += kernels.matmul(grad2, cols.T)  # (C_out, C_in*KH*KW)
+        grad_weight = grad_weight2.reshape((c_out, -1) + geometry[:2]) if needs[1] else None
+        grad_bias = grad_out.sum(axis=(0, 2, 3)) if len(needs) > 2 and needs[2] else None  # (C_out,)
         return grad_x, grad_weight, grad_bias
 
 
