@@ -9,9 +9,11 @@ dtype and contiguity, and the choice of variant from `minissl.get_backend()`:
     CuPy arrays      -> reference (the same lines run on the GPU through CuPy)
 
 Which GEMM runs where (measured on 2 cores, docs/results.md): NumPy's OpenBLAS sgemm
-reaches 150-195 GFLOP/s at 256-2048; our Numba `gemm` reaches about 0.5-0.65x of that.
-So `matmul` (what the ops call) uses BLAS; `gemm` is the readable, tested Numba kernel
-that `benchmarks/kernels.py` measures against it.
+reaches 150-195 GFLOP/s at 256-2048; our Numba `gemm` reaches about 0.5-0.75x of that at
+512-2048 and 0.3-0.6x on the MLP and LeNet layer products (0.8-1.0x only on LeNet's
+skinniest ones, where both are slow). BLAS is never slower, so `matmul` (what the ops
+call) is BLAS; `gemm` is the readable, tested Numba kernel that `benchmarks/kernels.py`
+measures against it.
 """
 
 import numpy as np

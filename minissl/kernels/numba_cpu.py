@@ -4,9 +4,9 @@ Every function here is checked against its reference twin on a hypothesis grid
 (tests/test_kernels.py). They are plain loops a learner can read top to bottom; with
 NUMBA_DISABLE_JIT=1 they run as ordinary Python and can be stepped through in a debugger.
 
-Threading policy (measured, docs/results.md): the batch loop (or, in the GEMM, the column
-block loop) is a `prange`, and is the only parallel loop. OpenBLAS and Numba share the two
-cores; see `kernels/__init__.py` for how the two pools are kept from fighting.
+Threading policy (measured, docs/results.md): one `prange` per kernel, on its outermost
+loop (images, patch rows, or GEMM tiles). OpenBLAS and Numba share the two cores; idle
+threads of both sleep instead of spinning (see `minissl.backend`).
 """
 
 import numpy as np
@@ -14,9 +14,9 @@ from numba import njit, prange
 
 U = np.uint64  # unsigned array offsets: no negative-index wraparound check in the loop
 
-# GEMM blocking: a (GEMM_KC x GEMM_NC) panel of b stays in the L2 cache while every row of
-# a streams past it; the inner loops then read 4 rows of b and update 2 rows of c per step.
-GEMM_KC = 384
+# GEMM blocking: a packed (GEMM_KC x GEMM_NC) panel of b (512 KB of float32) stays in the
+# L2 cache while the GEMM_MC rows of a tile stream past it, four rows at a time.
+GEMM_KC = 256
 GEMM_NC = 512
 GEMM_MC = 128
 
@@ -198,36 +198,47 @@ def avg_pool2d_backward(grad_out, height, width, kernel, stride):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _gemm_panel(a, panel, c, i0, i1, k0, k1, j0, j1):
-    """c[i0:i1, j0:j1] += a[i0:i1, k0:k0+KC] @ panel, two rows of c and four of b per step.
+def _gemm_rows(a, panel, c, i, rows, k0, depth, j0, j1):
+    """c[i:i+rows, j0:j1] += a[i:i+rows, k0:k0+depth] @ panel[:depth, :j1-j0], rows <= 4.
 
-    `panel[:k1-k0, :j1-j0]` holds a packed copy of b[k0:k1, j0:j1]. Every inner loop runs over a contiguous
-    row slice, which LLVM turns into SIMD fused multiply-adds; the eight scalars of a
-    stay in registers.
+    Four rows of c and four rows of the packed b panel per step: 16 scalars of a stay in
+    registers and every inner loop runs over contiguous row slices, which LLVM turns into
+    SIMD fused multiply-adds (8 loads and 4 stores feed 16 vector FMAs).
     """
-    depth, width = k1 - k0, j1 - j0
+    width = j1 - j0
+    if rows < 4:  # the last 1-3 rows of a tile: one row at a time
+        for r in range(i, i + rows):
+            crow = c[r, j0:j1]
+            for k in range(depth):
+                brow, p = panel[k, :width], a[r, k0 + k]
+                for j in range(width):
+                    crow[j] += p * brow[j]
+        return
+    c0, c1, c2, c3 = c[i, j0:j1], c[i + 1, j0:j1], c[i + 2, j0:j1], c[i + 3, j0:j1]
     k4 = depth // 4 * 4
-    for i in range(i0, i1 - 1, 2):
-        c0, c1 = c[i, j0:j1], c[i + 1, j0:j1]
-        for k in range(0, k4, 4):
-            b0, b1, b2, b3 = panel[k, :width], panel[k + 1, :width], panel[k + 2, :width], panel[k + 3, :width]
-            p0, p1, p2, p3 = a[i, k0 + k], a[i, k0 + k + 1], a[i, k0 + k + 2], a[i, k0 + k + 3]
-            q0, q1 = a[i + 1, k0 + k], a[i + 1, k0 + k + 1]
-            q2, q3 = a[i + 1, k0 + k + 2], a[i + 1, k0 + k + 3]
-            for j in range(width):
-                c0[j] += p0 * b0[j] + p1 * b1[j] + p2 * b2[j] + p3 * b3[j]
-                c1[j] += q0 * b0[j] + q1 * b1[j] + q2 * b2[j] + q3 * b3[j]
-        for k in range(k4, depth):
-            brow, p, q = panel[k, :width], a[i, k0 + k], a[i + 1, k0 + k]
-            for j in range(width):
-                c0[j] += p * brow[j]
-                c1[j] += q * brow[j]
-    if (i1 - i0) % 2:
-        last = c[i1 - 1, j0:j1]
-        for k in range(depth):
-            brow, p = panel[k, :width], a[i1 - 1, k0 + k]
-            for j in range(width):
-                last[j] += p * brow[j]
+    for k in range(0, k4, 4):
+        b0, b1 = panel[k, :width], panel[k + 1, :width]
+        b2, b3 = panel[k + 2, :width], panel[k + 3, :width]
+        a0, a1, a2, a3 = a[i, k0 + k:k0 + k + 4], a[i + 1, k0 + k:k0 + k + 4], \
+            a[i + 2, k0 + k:k0 + k + 4], a[i + 3, k0 + k:k0 + k + 4]
+        p0, p1, p2, p3 = a0[0], a0[1], a0[2], a0[3]
+        q0, q1, q2, q3 = a1[0], a1[1], a1[2], a1[3]
+        r0, r1, r2, r3 = a2[0], a2[1], a2[2], a2[3]
+        s0, s1, s2, s3 = a3[0], a3[1], a3[2], a3[3]
+        for j in range(width):
+            x0, x1, x2, x3 = b0[j], b1[j], b2[j], b3[j]
+            c0[j] += p0 * x0 + p1 * x1 + p2 * x2 + p3 * x3
+            c1[j] += q0 * x0 + q1 * x1 + q2 * x2 + q3 * x3
+            c2[j] += r0 * x0 + r1 * x1 + r2 * x2 + r3 * x3
+            c3[j] += s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3
+    for k in range(k4, depth):
+        brow = panel[k, :width]
+        p, q, r, s = a[i, k0 + k], a[i + 1, k0 + k], a[i + 2, k0 + k], a[i + 3, k0 + k]
+        for j in range(width):
+            c0[j] += p * brow[j]
+            c1[j] += q * brow[j]
+            c2[j] += r * brow[j]
+            c3[j] += s * brow[j]
 
 
 @njit(parallel=True, cache=True)
@@ -235,6 +246,8 @@ def gemm(a, b):
     """Blocked matrix product, parallel over (row block, column block) tiles of the result.
 
     Shapes: a (M, K), b (K, N) -> (M, N), both C-contiguous and of one float dtype.
+    Measured (benchmarks/kernels.py, 2 cores, float32): about 0.5-0.75x of OpenBLAS at
+    512-2048, but only 0.2-0.5x on small or skinny products, so the ops use BLAS.
     """
     m, depth = a.shape
     n = b.shape[1]
@@ -250,5 +263,6 @@ def gemm(a, b):
         for k0 in range(0, depth, GEMM_KC):
             k1 = min(k0 + GEMM_KC, depth)
             packed[:k1 - k0, :j1 - j0] = b[k0:k1, j0:j1]
-            _gemm_panel(a, packed, c, i0, i1, k0, k1, j0, j1)
+            for i in range(i0, i1, 4):
+                _gemm_rows(a, packed, c, i, min(4, i1 - i), k0, k1 - k0, j0, j1)
     return c
