@@ -73,36 +73,60 @@ def pool_output_size(size, kernel, stride, ceil_mode):
     return out - 1 if (out - 1) * stride >= size else out
 
 
-def im2col(x, kernel_h, kernel_w, stride=1, padding=0):
-    """Unfold image patches into rows for convolution as a GEMM.
+def _check_rows(rows, count):
+    """Validate shape-column indices: int64, unique, increasing, within [0, count)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 1 or rows.size == 0:
+        raise ValueError(f"rows must be a non-empty 1-D index array, got shape {rows.shape}")
+    if rows[0] < 0 or rows[-1] >= count or np.any(np.diff(rows) <= 0):
+        raise ValueError(f"rows must be increasing indices in [0, {count}), got {rows.tolist()}")
+    return rows
+
+
+def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None):
+    """Unfold image patches into the columns of a matrix for convolution as a GEMM.
 
     Shapes: x (B, C, H, W) -> (C*KH*KW, B*OH*OW); row (c, kh, kw), column (b, oh, ow).
-    Raises ValueError/TypeError for a wrong rank, dtype or a kernel larger than the input.
+    With `rows` (increasing indices of (c, kh, kw) rows), only those rows: (R, B*OH*OW),
+    the gathered im2col of a shape-compacted convolution.
+    Raises ValueError/TypeError for a wrong rank, dtype, rows, or a kernel larger than the input.
     """
     _check_float("im2col input", x, 4)
     out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
     out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
     x = xp_of(x).ascontiguousarray(x)
-    return _variant(x).im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)
+    variant = _variant(x)
+    if rows is None:
+        return variant.im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)
+    rows = _check_rows(rows, x.shape[1] * kernel_h * kernel_w)
+    return variant.gathered_im2col(x, xp_of(x).asarray(rows), kernel_h, kernel_w, stride,
+                                   padding, out_h, out_w)
 
 
-def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0):
-    """Fold patch rows back into an image, summing overlaps (the adjoint of im2col).
+def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None):
+    """Fold patch columns back into an image, summing overlaps (the adjoint of im2col).
 
-    Shapes: cols (C*KH*KW, B*OH*OW) -> (B, C, H, W) with (B, C, H, W) = x_shape.
+    Shapes: cols (C*KH*KW, B*OH*OW) -> (B, C, H, W) with (B, C, H, W) = x_shape; with
+    `rows`, cols is (R, B*OH*OW) and holds only those rows (the adjoint of the gathered im2col).
     """
     _check_float("col2im input", cols, 2)
     batch, channels, height, width = (int(size) for size in x_shape)
     out_h = conv_output_size(height, kernel_h, stride, padding)
     out_w = conv_output_size(width, kernel_w, stride, padding)
-    expected = (channels * kernel_h * kernel_w, batch * out_h * out_w)
+    count = channels * kernel_h * kernel_w
+    if rows is not None:
+        rows = _check_rows(rows, count)
+    expected = (count if rows is None else len(rows), batch * out_h * out_w)
     if tuple(cols.shape) != expected:
         raise ValueError(f"col2im expects cols of shape {expected} for image {tuple(x_shape)}, "
                          f"got {tuple(cols.shape)}")
     xp = xp_of(cols)
     cols = xp.ascontiguousarray(cols)
-    image = _variant(cols).col2im(cols, batch, channels, height, width, kernel_h, kernel_w,
-                                  stride, padding, out_h, out_w)
+    geometry = (batch, channels, height, width, kernel_h, kernel_w, stride, padding, out_h, out_w)
+    if rows is None:
+        image = _variant(cols).col2im(cols, *geometry)
+    else:
+        image = _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry)
     return xp.ascontiguousarray(image)
 
 

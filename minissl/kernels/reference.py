@@ -61,6 +61,27 @@ def col2im(cols, batch, channels, height, width, kernel_h, kernel_w, stride, pad
     return padded[:, :, padding:padding + height, padding:padding + width]
 
 
+def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w):
+    """Only the patch rows listed in `rows` (shape-compacted convolution).
+
+    Shapes: x (B, C, H, W), rows (R,) int64 indices of (c, kh, kw) -> (R, B*OH*OW).
+    """
+    return im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)[rows]
+
+
+def gathered_col2im(cols, rows, batch, channels, height, width, kernel_h, kernel_w, stride,
+                    padding, out_h, out_w):
+    """Adjoint of gathered_im2col: scatter the rows back, then fold.
+
+    Shapes: cols (R, B*OH*OW), rows (R,) -> x (B, C, H, W).
+    """
+    xp = xp_of(cols)
+    full = xp.zeros((channels * kernel_h * kernel_w, cols.shape[1]), dtype=cols.dtype)
+    full[rows] = cols
+    return col2im(full, batch, channels, height, width, kernel_h, kernel_w, stride, padding,
+                  out_h, out_w)
+
+
 def _padded_for_pool(x, kernel, stride, out_h, out_w, fill):
     """Pad x on the bottom/right with `fill` so that every window fits (ceil mode)."""
     xp = xp_of(x)

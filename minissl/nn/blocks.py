@@ -41,10 +41,19 @@ class BasicBlock(Module):
         else:
             self.shortcut = None
 
+    @classmethod
+    def from_parts(cls, branch, shortcut=None):
+        """A block made of the given branch (a Sequential conv-BN-ReLU-conv-BN, convs may be
+        GatheredConv2d) and shortcut (None for the identity); used by minissl.compact."""
+        block = cls.__new__(cls)
+        Module.__init__(block)
+        block.branch, block.shortcut = branch, shortcut
+        return block
+
     def forward(self, x):
         identity = x if self.shortcut is None else self.shortcut(x)
         return ops.relu(self.branch(x) + identity)  # residual add
 
     def __repr__(self):
         kind = "identity" if self.shortcut is None else "projection"
-        return f"BasicBlock({self.branch[0].in_channels}, {self.branch[0].out_channels}, {kind})"
+        return f"BasicBlock({self.branch[0].in_channels}, {self.branch[3].out_channels}, {kind})"

@@ -52,6 +52,54 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})")
 
 
+class GatheredConv2d(Module):
+    """A shape-compacted convolution: its GEMM uses only the kept (c, kh, kw) columns.
+
+    Shapes: x (B, C_in, H, W) -> (B, C_out, OH, OW); weight (C_out, R) holds the kept
+    columns of the original W.reshape(C_out, -1), `rows` (R,) their increasing indices,
+    bias (C_out,) or None. Built by minissl.compact from a Conv2d whose other columns are
+    all zero; it computes exactly that Conv2d's function (ops.conv2d_gathered).
+    """
+
+    def __init__(self, weight2, rows, in_channels, kernel_size, stride=1, padding=0, bias=None):
+        super().__init__()
+        rows = np.asarray(rows, dtype=np.int64)
+        if weight2.ndim != 2 or weight2.shape[1] != len(rows):
+            raise ValueError(f"GatheredConv2d needs weight (C_out, {len(rows)}), got {weight2.shape}")
+        self.in_channels, self.out_channels = in_channels, weight2.shape[0]
+        self.kernel_size, self.stride, self.padding = tuple(kernel_size), stride, padding
+        self.rows = rows
+        self.weight = Parameter(weight2)
+        self.bias = Parameter(bias) if bias is not None else None
+
+    def forward(self, x):
+        _check_image(repr(self), x, self.in_channels)
+        return ops.conv2d_gathered(x, self.weight, self.rows, self.kernel_size, self.bias,
+                                   self.stride, self.padding)
+
+    def __repr__(self):
+        total = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        return (f"GatheredConv2d({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, columns={len(self.rows)}/{total}, "
+                f"stride={self.stride}, padding={self.padding})")
+
+
+class Take(Module):
+    """Keep the listed entries of axis 1 (input pixels or channels): what a compacted model
+    does first, so that it takes the same input as the original. Shapes: (B, F, *S) ->
+    (B, len(indices), *S)."""
+
+    def __init__(self, indices):
+        super().__init__()
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def forward(self, x):
+        return ops.take(x, self.indices)
+
+    def __repr__(self):
+        return f"Take({len(self.indices)} entries)"
+
+
 class MaxPool2d(Module):
     """Max pooling. Shapes: (B, C, H, W) -> (B, C, OH, OW); see ops.max_pool2d."""
 

@@ -22,9 +22,12 @@ Reference: Chellapilla et al., "High performance convolutional neural networks f
 processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caffe, 2014.
 """
 
+import numpy as np
+
 from minissl import kernels
 from minissl.autograd import Function
 from minissl.backend import xp_of
+from minissl.ops.shape import reshape
 from minissl.tensor import Tensor
 
 COLS_CHUNK_ELEMENTS = 2 ** 21
@@ -37,26 +40,28 @@ def _image_chunks(batch, rows, pixels):
 
 
 class Conv2d(Function):
+    """Convolution on the GEMM view of the weight, W2 (C_out, R), where R is C_in*KH*KW or,
+    for a shape-compacted layer, the number of kept (c, kh, kw) rows listed in `rows`."""
+
     @staticmethod
-    def forward(ctx, x, weight, *bias, stride, padding):
+    def forward(ctx, x, weight2, *bias, kernel_size, stride, padding, rows):
         xp = xp_of(x)
-        c_out, _, kernel_h, kernel_w = weight.shape
-        batch = x.shape[0]
+        kernel_h, kernel_w = kernel_size
+        c_out, batch = weight2.shape[0], x.shape[0]
         out_h = kernels.conv_output_size(x.shape[2], kernel_h, stride, padding)
         out_w = kernels.conv_output_size(x.shape[3], kernel_w, stride, padding)
-        weight2 = weight.reshape(c_out, -1)  # (C_out, C_in*KH*KW)
+        geometry = (kernel_h, kernel_w, stride, padding)
         chunks = _image_chunks(batch, weight2.shape[1], out_h * out_w)
         out = xp.empty((batch, c_out, out_h * out_w), dtype=x.dtype)
         for start, stop in chunks:
-            cols = kernels.im2col(x[start:stop], kernel_h, kernel_w, stride, padding)  # (C_in*KH*KW, b*OH*OW)
+            cols = kernels.im2col(x[start:stop], *geometry, rows=rows)  # (R, b*OH*OW)
             product = kernels.matmul(weight2, cols)  # (C_out, b*OH*OW)
             if bias:
                 product += bias[0][:, None]
             # (C_out, b*OH*OW) -> (C_out, b, OH*OW) -> (b, C_out, OH*OW)
             out[start:stop] = product.reshape(c_out, stop - start, -1).transpose(1, 0, 2)
-        ctx.x, ctx.weight2, ctx.chunks = x, weight2, chunks
+        ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
         ctx.cols = cols if len(chunks) == 1 else None  # one chunk: keep it for backward
-        ctx.geometry = (kernel_h, kernel_w, stride, padding)
         return out.reshape(batch, c_out, out_h, out_w)
 
     @staticmethod
@@ -64,7 +69,7 @@ class Conv2d(Function):
         xp = xp_of(grad_out)
         c_out = grad_out.shape[1]
         needs = ctx.needs_grad
-        weight2, x, geometry = ctx.weight2, ctx.x, ctx.geometry
+        weight2, x, geometry, rows = ctx.weight2, ctx.x, ctx.geometry, ctx.rows
         grad_x = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
         grad_weight2 = xp.zeros(weight2.shape, dtype=weight2.dtype) if needs[1] else None
         for start, stop in ctx.chunks:
@@ -72,14 +77,30 @@ class Conv2d(Function):
             grad2 = grad_out[start:stop].reshape(stop - start, c_out, -1).transpose(1, 0, 2)
             grad2 = xp.ascontiguousarray(grad2).reshape(c_out, -1)
             if needs[0]:
-                grad_cols = kernels.matmul(weight2.T, grad2)  # (C_in*KH*KW, b*OH*OW)
-                grad_x[start:stop] = kernels.col2im(grad_cols, x[start:stop].shape, *geometry)
+                grad_cols = kernels.matmul(weight2.T, grad2)  # (R, b*OH*OW)
+                grad_x[start:stop] = kernels.col2im(grad_cols, x[start:stop].shape, *geometry,
+                                                    rows=rows)
             if needs[1]:
-                cols = ctx.cols if ctx.cols is not None else kernels.im2col(x[start:stop], *geometry)
-                grad_weight2 += kernels.matmul(grad2, cols.T)  # (C_out, C_in*KH*KW)
-        grad_weight = grad_weight2.reshape((c_out, -1) + geometry[:2]) if needs[1] else None
+                cols = ctx.cols
+                if cols is None:
+                    cols = kernels.im2col(x[start:stop], *geometry, rows=rows)
+                grad_weight2 += kernels.matmul(grad2, cols.T)  # (C_out, R)
         grad_bias = grad_out.sum(axis=(0, 2, 3)) if len(needs) > 2 and needs[2] else None  # (C_out,)
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight2, grad_bias
+
+
+def _check_conv_inputs(x, weight, bias, c_in, name):
+    if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
+        raise TypeError(f"{name} expects Tensors for x and weight")
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects x (B, C_in, H, W), got {x.shape}")
+    if x.shape[1] != c_in:
+        raise ValueError(f"{name}: input has {x.shape[1]} channels but weight {weight.shape} "
+                         f"expects {c_in}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but weight is {weight.dtype}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{name}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -90,17 +111,31 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     dtype: x and weight must share float32 or float64. Raises ValueError naming the shapes
     when the channels do not match or the kernel does not fit the padded input.
     """
-    if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
-        raise TypeError("conv2d expects Tensors for x and weight")
-    if x.ndim != 4 or weight.ndim != 4:
+    if isinstance(weight, Tensor) and weight.ndim != 4:
         raise ValueError(f"conv2d expects x (B, C_in, H, W) and weight (C_out, C_in, KH, KW), "
-                         f"got {x.shape} and {weight.shape}")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d: input has {x.shape[1]} channels but weight {weight.shape} "
-                         f"expects {weight.shape[1]}")
-    if x.dtype != weight.dtype:
-        raise TypeError(f"conv2d: x is {x.dtype} but weight is {weight.dtype}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return Conv2d.apply(*inputs, stride=stride, padding=padding)
+                         f"got {getattr(x, 'shape', x)} and {weight.shape}")
+    _check_conv_inputs(x, weight, bias, weight.shape[1] if isinstance(weight, Tensor) else -1,
+                       "conv2d")
+    weight2 = reshape(weight, (weight.shape[0], -1))  # (C_out, C_in*KH*KW)
+    inputs = (x, weight2) if bias is None else (x, weight2, bias)
+    return Conv2d.apply(*inputs, kernel_size=tuple(weight.shape[2:]), stride=stride,
+                        padding=padding, rows=None)
+
+
+def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=0):
+    """Shape-compacted convolution: only the kept (c, kh, kw) columns of W2 take part.
+
+    Shapes: x (B, C_in, H, W), weight2 (C_out, R), rows (R,) increasing indices into the
+    C_in*KH*KW shape fibers, bias (C_out,) or None -> (B, C_out, OH, OW). Equals conv2d with
+    a weight that is zero outside `rows` (DESIGN.md, Compaction: shape fibers).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    kernel_h, kernel_w = kernel_size
+    if not isinstance(weight2, Tensor) or weight2.ndim != 2 or weight2.shape[1] != len(rows):
+        raise ValueError(f"conv2d_gathered expects weight2 (C_out, {len(rows)}), "
+                         f"got {getattr(weight2, 'shape', weight2)}")
+    c_in = x.shape[1] if isinstance(x, Tensor) and x.ndim == 4 else -1
+    _check_conv_inputs(x, weight2, bias, c_in, "conv2d_gathered")
+    inputs = (x, weight2) if bias is None else (x, weight2, bias)
+    return Conv2d.apply(*inputs, kernel_size=(kernel_h, kernel_w), stride=stride,
+                        padding=padding, rows=rows)

@@ -1,0 +1,32 @@
+"""Compaction: turn a model with zeroed groups into a smaller dense model that computes
+the same function (DESIGN.md, Compaction).
+
+    plan = plan_compaction(model, input_shape=(1, 28, 28))   # plain data; print or save_json
+    small, report = compact(model, input_shape=(1, 28, 28))  # report is the plan
+
+`plan.py` decides what can go, `build.py` builds the new layers, `shapes.py` traces the
+activation shapes that FLOP counts need.
+"""
+
+from minissl.compact.build import build_compacted
+from minissl.compact.plan import CompactionPlan, LayerPlan, plan_compaction
+from minissl.compact.shapes import CompactionError
+
+
+def compact(model, input_shape=None):
+    """Return (small model, CompactionPlan): the compacted copy and what it kept.
+
+    The input model is not modified. For any input, small(x) equals model(x) up to float
+    rounding (tests/test_compact.py checks it on real MNIST images). The plan gives, per
+    layer, kept indices, weight shapes and FLOPs before and after. Raises CompactionError
+    for unsupported models or a layer with nothing left.
+    """
+    plan = plan_compaction(model, input_shape)
+    small = build_compacted(model, plan)
+    if any(type(p.data).__module__.startswith("cupy") for p in model.parameters()):
+        small.to_backend()
+    return small, plan
+
+
+__all__ = ["compact", "plan_compaction", "build_compacted", "CompactionPlan", "LayerPlan",
+           "CompactionError"]
