@@ -167,3 +167,33 @@ def test_kernel_arguments_are_validated_with_clear_errors(call, message):
 ])
 def test_pool_output_size_follows_caffe_in_ceil_mode(size, kernel, stride, ceil_mode, expected):
     assert kernels.pool_output_size(size, kernel, stride, ceil_mode) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries(), st.integers(0, 2**16))
+def test_numba_gathered_im2col_and_col2im_equal_reference(case, seed):
+    x, kernel_h, kernel_w, stride, padding = case
+    sizes = _sizes(*case)
+    count = x.shape[1] * kernel_h * kernel_w
+    picked = np.random.default_rng(seed).random(count) < 0.5
+    picked[seed % count] = True
+    rows = np.flatnonzero(picked).astype(np.int64)
+    contiguous = np.ascontiguousarray(x)
+    expected = reference.gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, *sizes)
+    got = numba_cpu.gathered_im2col(contiguous, rows, kernel_h, kernel_w, stride, padding, *sizes)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, kernels.im2col(contiguous, kernel_h, kernel_w, stride,
+                                                      padding)[rows])
+    cols = np.random.default_rng(seed).standard_normal(expected.shape).astype(x.dtype)
+    args = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], kernel_h, kernel_w, stride, padding)
+    np.testing.assert_allclose(numba_cpu.gathered_col2im(cols, rows, *args, *sizes),
+                               reference.gathered_col2im(cols, rows, *args, *sizes),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_gathered_rows_are_validated():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="increasing indices"):
+        kernels.im2col(x, 2, 2, rows=[2, 1])
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        kernels.im2col(x, 2, 2, rows=[0, 4])

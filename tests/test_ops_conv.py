@@ -56,3 +56,28 @@ def test_conv2d_rejects_bad_shapes_with_clear_errors(x_shape, w_shape, message):
 def test_conv2d_rejects_mixed_dtypes():
     with pytest.raises(TypeError, match="float32 but weight is float64"):
         ops.conv2d(Tensor(np.ones((1, 1, 3, 3), np.float32)), Tensor(np.ones((1, 1, 2, 2))))
+
+
+def test_conv2d_gathered_gradients(cpu_backend, rng):
+    x, weight2, bias = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 7)), rng.standard_normal(3)
+    rows = np.array([0, 2, 3, 5, 8, 11, 17])
+    conv = lambda x, w, b: ops.conv2d_gathered(x, w, rows, (3, 3), b, stride=2, padding=1)  # noqa: E731
+    assert gradcheck(conv, [x, weight2, bias])
+
+
+def test_conv2d_gathered_equals_conv2d_with_zero_columns(cpu_backend, rng):
+    x, weight = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    rows = np.array([1, 4, 5, 9, 13, 20, 26])
+    sparse = np.zeros_like(weight.reshape(4, -1))
+    sparse[:, rows] = weight.reshape(4, -1)[:, rows]
+    dense = ops.conv2d(Tensor(x), Tensor(sparse.reshape(weight.shape)), padding=1).data
+    gathered = ops.conv2d_gathered(Tensor(x), Tensor(sparse[:, rows]), rows, (3, 3), padding=1).data
+    np.testing.assert_allclose(gathered, dense, rtol=1e-12, atol=1e-12)
+
+
+def test_take_gradients_and_errors(rng):
+    assert gradcheck(lambda t: ops.take(t, [3, 0, 2]), [rng.standard_normal((2, 4, 3))])
+    with pytest.raises(ValueError, match="unique"):
+        ops.take(Tensor(np.ones((2, 4))), [1, 1])
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        ops.take(Tensor(np.ones((2, 4))), [4])

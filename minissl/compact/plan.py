@@ -240,9 +240,10 @@ class _Analysis:
             if record.removed:
                 continue
             if not record.out_mask.any() or not record.in_mask.any():
+                side = "output" if not record.out_mask.any() else "input"
                 raise CompactionError(
-                    f"layer {record.name}: every {'output' if not record.out_mask.any() else 'input'}"
-                    f" is zero, so the network's output no longer depends on its input")
+                    f"layer {record.name}: every {side} is zero or unused, so the network's "
+                    f"output no longer depends on its input; nothing sensible is left to build")
 
 
 def _layer_plan(name, record):
