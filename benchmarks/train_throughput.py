@@ -15,6 +15,7 @@ PyTorch is optional (`pip install torch==2.13.0`): without it only our column is
 """
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
@@ -106,11 +107,7 @@ def run_worker(framework, model_name, steps, threads):
 
 
 def torch_available():
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("torch") is not None
 
 
 def parse_args(argv):

@@ -2,13 +2,21 @@
 
 Same process, same input, warm-up calls first, then the median of repeated runs.
 Absolute times on shared machines are noisy; ratios measured in one run are what count,
-so benchmarks time the things they compare side by side with these helpers.
+so benchmarks time the things they compare side by side with these helpers:
+`measure` (any call), `layer_speed` (one layer: dense vs compacted vs CSR) and
+`network_speedup` (whole model, dense vs compacted).
 """
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
+
+from minissl import compact, kernels, nn, ops
+from minissl.autograd import no_grad
+from minissl.backend import to_numpy
+from minissl.tensor import Tensor
 
 
 @dataclass(frozen=True)
@@ -40,3 +48,77 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
         spent += samples[-1]
     return Timing(median=float(np.median(samples)), best=float(np.min(samples)),
                   repeats=len(samples))
+
+
+@dataclass(frozen=True)
+class LayerSpeed:
+    """One layer's forward time: dense (zeros included), compacted, and the same nonzeros
+    as a CSR matrix (scipy.sparse) times the input; speedups are dense time / other time."""
+
+    layer: str
+    flop_pct: float
+    dense_s: float
+    compact_s: float
+    csr_s: float
+
+    @property
+    def speedup(self):
+        return self.dense_s / self.compact_s
+
+    @property
+    def ideal_speedup(self):
+        return 100.0 / self.flop_pct
+
+    @property
+    def efficiency(self):
+        """Measured speedup / ideal speedup (1 / FLOP fraction)."""
+        return self.speedup / self.ideal_speedup
+
+    @property
+    def csr_speedup(self):
+        return self.dense_s / self.csr_s
+
+
+def _csr_forward(module, weight, x):
+    """y = W x with W in CSR form; conv layers multiply the im2col patch matrix."""
+    xp_x = to_numpy(x.data)
+    if isinstance(module, nn.Linear):
+        out = (weight @ xp_x.T).T  # (B, out)
+        return out + to_numpy(module.bias.data) if module.bias is not None else out
+    (kernel_h, kernel_w), stride, padding = module.kernel_size, module.stride, module.padding
+    cols = kernels.im2col(xp_x, kernel_h, kernel_w, stride, padding)  # (C*KH*KW, B*OH*OW)
+    out = weight @ cols  # (C_out, B*OH*OW)
+    if module.bias is not None:
+        out += to_numpy(module.bias.data)[:, None]
+    batch = xp_x.shape[0]
+    return np.ascontiguousarray(out.reshape(out.shape[0], batch, -1).transpose(1, 0, 2))
+
+
+def layer_speed(name, module, plan, x, repeats=20, warmup=3):
+    """Time one Linear/Conv2d of a sparse model against its compacted and CSR versions.
+
+    Shapes: x (B, *input shape of the layer). The compacted layer gets x restricted to the
+    kept inputs (gathering them is the previous layer's job, so it is not timed).
+    """
+    layer_plan = plan.layer(name)
+    small = compact.build_layer(name, module, plan)
+    kept = ops.take(x, layer_plan.kept_in).data.copy()  # (B, kept inputs, ...)
+    small_x = Tensor(kept)
+    weight = to_numpy(module.weight.data)
+    csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
+    with no_grad():
+        dense = measure(lambda: module(x), repeats, warmup, min_seconds=0.1)
+        compacted = measure(lambda: small(small_x), repeats, warmup, min_seconds=0.1)
+        sparse = measure(lambda: _csr_forward(module, csr, x), repeats, warmup, min_seconds=0.1)
+    flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
+    return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median)
+
+
+def network_speedup(model, small, x, repeats=20, warmup=3):
+    """Dense-model time / compacted-model time for one forward pass of x (eval mode)."""
+    model.eval()
+    small.eval()
+    with no_grad():
+        dense = measure(lambda: model(x), repeats, warmup, min_seconds=0.1)
+        compacted = measure(lambda: small(x), repeats, warmup, min_seconds=0.1)
+    return dense.median / compacted.median

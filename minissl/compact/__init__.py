@@ -8,7 +8,7 @@ the same function (DESIGN.md, Compaction).
 activation shapes that FLOP counts need.
 """
 
-from minissl.compact.build import build_compacted
+from minissl.compact.build import build_compacted, build_layer
 from minissl.compact.plan import CompactionPlan, LayerPlan, plan_compaction
 from minissl.compact.shapes import CompactionError
 
@@ -28,5 +28,5 @@ def compact(model, input_shape=None):
     return small, plan
 
 
-__all__ = ["compact", "plan_compaction", "build_compacted", "CompactionPlan", "LayerPlan",
+__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "CompactionPlan", "LayerPlan",
            "CompactionError"]

@@ -57,7 +57,7 @@ def _norm(plan, module):
     return norm
 
 
-def _rebuild(name, module, plan):
+def build_layer(name, module, plan):
     """The compacted copy of one module (name = its path in the original model)."""
     if isinstance(module, nn.Linear):
         return _linear(plan.layer(name), module)
@@ -68,23 +68,23 @@ def _rebuild(name, module, plan):
     if isinstance(module, nn.BasicBlock):
         return _block(name, module, plan)
     if isinstance(module, nn.Sequential):
-        return nn.Sequential(*(_rebuild(f"{name}.{index}", part, plan)
+        return nn.Sequential(*(build_layer(f"{name}.{index}", part, plan)
                                for index, part in enumerate(module)))
     return copy.deepcopy(module)  # ReLU, pools, Flatten, Dropout, ...: no weights
 
 
 def _block(name, block, plan):
     """A residual block: dropped (relu of the shortcut) or rebuilt from compacted parts."""
-    shortcut = None if block.shortcut is None else _rebuild(f"{name}.shortcut", block.shortcut, plan)
+    shortcut = None if block.shortcut is None else build_layer(f"{name}.shortcut", block.shortcut, plan)
     if name in plan.removed_blocks:  # the branch is exactly 0: relu(shortcut(x))
         return nn.ReLU() if shortcut is None else nn.Sequential(*shortcut, nn.ReLU())
-    branch = _rebuild(f"{name}.branch", block.branch, plan)
+    branch = build_layer(f"{name}.branch", block.branch, plan)
     return nn.BasicBlock.from_parts(branch, shortcut)
 
 
 def build_compacted(model, plan):
     """A new Sequential computing the same function as `model` with only what `plan` keeps."""
-    modules = [_rebuild(str(index), module, plan) for index, module in enumerate(model)]
+    modules = [build_layer(str(index), module, plan) for index, module in enumerate(model)]
     if plan.input_indices is not None:
         modules.insert(0, nn.Take(plan.input_indices))
     small = nn.Sequential(*modules)

@@ -1,0 +1,148 @@
+"""Speedup of compacted layers: dense vs compacted vs unstructured (CSR), per layer and
+for the whole network, on the paper's structures (Wen et al. 2016, Tables 1 and 2).
+
+    python -m benchmarks.speedup --paper lenet            # LeNet rows #2-#5
+    python -m benchmarks.speedup --paper mlp              # MLP 469-294-166 and 434-174-78
+    python -m benchmarks.speedup --paper lenet --json lenet.json
+    python -m benchmarks.speedup --help
+
+No training: a LeNet (or MLP) with random weights gets exactly the paper's structure by
+zeroing groups (filters, channels, shape columns, neurons), is compacted with
+minissl.compact, and each layer's forward pass is timed dense (zeros and all), compacted,
+and as CSR (scipy.sparse, same nonzeros), at batch 100 and batch 1. Each time is the median
+of repeated calls after warm-up, dense and compacted timed side by side (minissl.timing).
+Efficiency = speedup / (1 / FLOP fraction): 1.0 means the speedup the FLOPs promise.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from minissl import Tensor, compact, models, timing
+
+# Wen et al. 2016: LeNet structures (filters, channels of conv2, shape columns) and the CPU
+# speedups the paper measured for conv1 / conv2 (Table 1 rows #2, #3; Table 2 rows #4, #5).
+LENET_ROWS = [
+    {"name": "#2", "filters": (5, 19), "conv2_channels": 4, "paper_speedup": (1.64, 5.23)},
+    {"name": "#3", "filters": (3, 12), "conv2_channels": 3, "paper_speedup": (1.99, 7.44)},
+    {"name": "#4", "columns": (21, 41), "paper_speedup": (2.33, 6.93)},
+    {"name": "#5", "columns": (7, 14), "paper_speedup": (5.19, 10.82)},
+]
+MLP_ROWS = [{"name": "#2", "neurons": (469, 294, 166)}, {"name": "#3", "neurons": (434, 174, 78)}]
+
+
+def zero_filters(layer, keep):
+    layer.weight.data[keep:] = 0
+    layer.bias.data[keep:] = 0
+
+
+def lenet_structure(row, seed):
+    """A random LeNet with exactly the row's zero groups."""
+    model = models.lenet(seed=seed)
+    conv1, conv2 = model[0], model[2]
+    rng = np.random.default_rng(seed)
+    if "filters" in row:
+        zero_filters(conv1, row["filters"][0])
+        zero_filters(conv2, row["filters"][1])
+        conv2.weight.data[:, row["conv2_channels"]:] = 0  # channels beyond the kept ones
+    else:
+        for layer, keep in zip((conv1, conv2), row["columns"]):
+            columns = layer.weight.data.reshape(layer.weight.shape[0], -1)  # (N, C*KH*KW) view
+            dropped = rng.permutation(columns.shape[1])[keep:]
+            columns[:, dropped] = 0
+    return model, (1, 28, 28), ["0", "2"]
+
+
+def mlp_structure(row, seed):
+    """A random MLP whose input, first and second hidden layers keep the row's neurons."""
+    model = models.mlp(seed=seed)
+    rng = np.random.default_rng(seed)
+    kept_inputs, hidden1, hidden2 = row["neurons"]
+    model[0].weight.data[:, rng.permutation(784)[kept_inputs:]] = 0
+    for layer, keep, size in ((model[0], hidden1, 500), (model[2], hidden2, 300)):
+        dropped = rng.permutation(size)[keep:]
+        layer.weight.data[dropped] = 0
+        layer.bias.data[dropped] = 0
+    return model, (784,), ["0", "2", "4"]
+
+
+def time_row(row, structure, batch, repeats, seed):
+    model, input_shape, layer_names = structure(row, seed)
+    model.eval()
+    small, plan = compact.compact(model, input_shape)
+    rng = np.random.default_rng(seed)
+    x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
+    activations, layers = {}, []
+    current = x
+    for index, module in enumerate(model):  # each layer is timed on its real input shape
+        activations[str(index)] = current
+        current = module(current)
+    for position, name in enumerate(layer_names):
+        speed = timing.layer_speed(name, model[int(name)], plan, activations[name], repeats)
+        paper = row.get("paper_speedup", (None,) * len(layer_names))
+        layers.append({"layer": name, "flop_pct": speed.flop_pct, "speedup": speed.speedup,
+                       "ideal_speedup": speed.ideal_speedup, "efficiency": speed.efficiency,
+                       "csr_speedup": speed.csr_speedup,
+                       "paper_speedup": paper[position] if position < len(paper) else None})
+    whole = timing.network_speedup(model, small, x, repeats)
+    return {"name": row["name"], "batch": batch, "layers": layers, "whole_speedup": whole,
+            "shapes": {plan_row.name: plan_row.shape_after for plan_row in plan.layers}}
+
+
+def print_rows(rows, layer_labels):
+    print(f"{'row':<5}{'layer':<7}{'kept shape':<14}{'FLOP %':>7}{'speedup':>9}{'ideal':>8}"
+          f"{'effic.':>8}{'CSR':>7}{'struct/CSR':>11}{'paper':>7}")
+    for row in rows:
+        for entry in row["layers"]:
+            shape = "x".join(map(str, row["shapes"][entry["layer"]]))
+            paper = f"{entry['paper_speedup']:.2f}" if entry["paper_speedup"] else "-"
+            print(f"{row['name']:<5}{layer_labels[entry['layer']]:<7}{shape:<14}"
+                  f"{entry['flop_pct']:>7.1f}{entry['speedup']:>9.2f}{entry['ideal_speedup']:>8.2f}"
+                  f"{entry['efficiency']:>8.2f}{entry['csr_speedup']:>7.2f}"
+                  f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper:>7}")
+        print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speedup",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paper", choices=["lenet", "mlp"], default="lenet",
+                        help="which paper structures to build and time (default lenet)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="batch size of the main table (default 100); batch 1 is also timed")
+    parser.add_argument("--repeats", type=int, default=30,
+                        help="timed calls per measurement after warm-up (default 30)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        parser.error("--batch and --repeats must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.paper == "lenet":
+        specs, structure, labels = LENET_ROWS, lenet_structure, {"0": "conv1", "2": "conv2"}
+    else:
+        specs, structure, labels = MLP_ROWS, mlp_structure, {"0": "fc1", "2": "fc2", "4": "fc3"}
+    results = []
+    for batch in dict.fromkeys((args.batch, 1)):
+        rows = [time_row(spec, structure, batch, args.repeats, args.seed) for spec in specs]
+        print(f"\n{args.paper}, batch {batch} (speedup = dense time / compacted time; "
+              f"CSR = dense time / scipy CSR time)")
+        print_rows(rows, labels)
+        results += rows
+    if args.paper == "lenet":
+        print("\nnote: in #2 conv2 reads 4 of conv1's 5 filters, so the compactor also drops the"
+              " fifth (the paper's table counts it): conv1 keeps 4 filters here.")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"paper": args.paper, "rows": results}, handle, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
