@@ -25,10 +25,14 @@ from minissl import Tensor, compact, models, timing
 # Wen et al. 2016: LeNet structures (filters, channels of conv2, shape columns) and the CPU
 # speedups the paper measured for conv1 / conv2 (Table 1 rows #2, #3; Table 2 rows #4, #5).
 LENET_ROWS = [
-    {"name": "#2", "filters": (5, 19), "conv2_channels": 4, "paper_speedup": (1.64, 5.23)},
-    {"name": "#3", "filters": (3, 12), "conv2_channels": 3, "paper_speedup": (1.99, 7.44)},
-    {"name": "#4", "columns": (21, 41), "paper_speedup": (2.33, 6.93)},
-    {"name": "#5", "columns": (7, 14), "paper_speedup": (5.19, 10.82)},
+    {"name": "#2", "filters": (5, 19), "conv2_channels": 4, "paper_speedup": (1.64, 5.23),
+     "paper_flop_pct": (25.0, 7.6)},
+    {"name": "#3", "filters": (3, 12), "conv2_channels": 3, "paper_speedup": (1.99, 7.44),
+     "paper_flop_pct": (15.0, 3.6)},
+    {"name": "#4", "columns": (21, 41), "paper_speedup": (2.33, 6.93),
+     "paper_flop_pct": (84.0, 8.2)},
+    {"name": "#5", "columns": (7, 14), "paper_speedup": (5.19, 10.82),
+     "paper_flop_pct": (28.0, 2.8)},
 ]
 MLP_ROWS = [{"name": "#2", "neurons": (469, 294, 166)}, {"name": "#3", "neurons": (434, 174, 78)}]
 
@@ -50,9 +54,20 @@ def lenet_structure(row, seed):
     else:
         for layer, keep in zip((conv1, conv2), row["columns"]):
             columns = layer.weight.data.reshape(layer.weight.shape[0], -1)  # (N, C*KH*KW) view
-            dropped = rng.permutation(columns.shape[1])[keep:]
-            columns[:, dropped] = 0
+            columns[:, ~spread_columns(rng, layer.weight.shape, keep)] = 0
     return model, (1, 28, 28), ["0", "2"]
+
+
+def spread_columns(rng, shape, keep):
+    """A mask of `keep` random shape columns touching as many input channels as possible,
+    so that (as in the paper's Table 2) no earlier filter loses all its readers needlessly."""
+    channels, window = shape[1], shape[2] * shape[3]
+    mask = np.zeros(channels * window, dtype=bool)
+    for channel in rng.permutation(channels)[:keep]:  # one column in each of `keep` channels
+        mask[channel * window + rng.integers(window)] = True
+    rest = rng.permutation(np.flatnonzero(~mask))[:keep - mask.sum()]
+    mask[rest] = True
+    return mask
 
 
 def mlp_structure(row, seed):
@@ -82,7 +97,9 @@ def time_row(row, structure, batch, repeats, seed):
     for position, name in enumerate(layer_names):
         speed = timing.layer_speed(name, model[int(name)], plan, activations[name], repeats)
         paper = row.get("paper_speedup", (None,) * len(layer_names))
-        layers.append({"layer": name, "flop_pct": speed.flop_pct, "speedup": speed.speedup,
+        paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
+        layers.append({"layer": name, "flop_pct": speed.flop_pct,
+                       "paper_flop_pct": paper_flops[position], "speedup": speed.speedup,
                        "ideal_speedup": speed.ideal_speedup, "efficiency": speed.efficiency,
                        "csr_speedup": speed.csr_speedup,
                        "paper_speedup": paper[position] if position < len(paper) else None})
@@ -93,15 +110,16 @@ def time_row(row, structure, batch, repeats, seed):
 
 def print_rows(rows, layer_labels):
     print(f"{'row':<5}{'layer':<7}{'kept shape':<14}{'FLOP %':>7}{'speedup':>9}{'ideal':>8}"
-          f"{'effic.':>8}{'CSR':>7}{'struct/CSR':>11}{'paper':>7}")
+          f"{'effic.':>8}{'CSR':>7}{'struct/CSR':>11}{'paper FLOP %':>13}{'paper speedup':>14}")
     for row in rows:
         for entry in row["layers"]:
             shape = "x".join(map(str, row["shapes"][entry["layer"]]))
             paper = f"{entry['paper_speedup']:.2f}" if entry["paper_speedup"] else "-"
+            paper_flops = f"{entry['paper_flop_pct']:.1f}" if entry["paper_flop_pct"] else "-"
             print(f"{row['name']:<5}{layer_labels[entry['layer']]:<7}{shape:<14}"
                   f"{entry['flop_pct']:>7.1f}{entry['speedup']:>9.2f}{entry['ideal_speedup']:>8.2f}"
                   f"{entry['efficiency']:>8.2f}{entry['csr_speedup']:>7.2f}"
-                  f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper:>7}")
+                  f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}")
         print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}")
 
 
@@ -136,8 +154,10 @@ def main(argv=None):
         print_rows(rows, labels)
         results += rows
     if args.paper == "lenet":
-        print("\nnote: in #2 conv2 reads 4 of conv1's 5 filters, so the compactor also drops the"
-              " fifth (the paper's table counts it): conv1 keeps 4 filters here.")
+        print("\nnote: FLOP % is what the compactor kept. Where a layer reads fewer channels than"
+              " the previous layer has filters (#2: conv2 reads 4 of conv1's 5; #5: 14 columns"
+              " touch at most 14 of 20 channels), the unread filters go too, so conv1 is smaller"
+              " than in the paper's table, which counts them.")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"paper": args.paper, "rows": results}, handle, indent=2)

@@ -3,7 +3,8 @@
 Public names are listed explicitly below; see README.md for a map of the source.
 """
 
-from minissl.tensor import Tensor  # first: autograd and ops build on it
+from minissl import backend  # first: its thread settings must precede NumPy's OpenBLAS
+from minissl.tensor import Tensor  # noqa: E402  (autograd and ops build on it)
 from minissl.autograd import Function, no_grad, is_grad_enabled  # noqa: E402
 from minissl.backend import get_backend, set_backend, to_numpy  # noqa: E402
 from minissl.gradcheck import GradcheckError, gradcheck, gradcheck_module  # noqa: E402

@@ -15,7 +15,26 @@ the environment variable MINISSL_BACKEND. No other module reads the environment.
 
 import os
 
-import numpy as np
+
+def _quiet_idle_threads():
+    """Let idle threads of the OpenMP (Numba) and OpenBLAS pools sleep instead of spin,
+    unless the user set these variables.
+
+    Why (measured, docs/results.md): both pools keep their threads spinning for a while
+    after each parallel call. On 2 cores, alternating Numba kernels and BLAS GEMMs (every
+    conv layer does) then ran up to 3x slower than either alone (LeNet training step: 64 ms
+    spinning, 17 ms with passive OpenMP threads; a Numba GEMM right after a BLAS GEMM: 50%
+    of its speed until OpenBLAS's threads also sleep at once, OPENBLAS_THREAD_TIMEOUT=4).
+    Both libraries read these when they start, so this runs before NumPy is imported; a
+    program that imported NumPy before minissl keeps OpenBLAS's default.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+_quiet_idle_threads()
+
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 BACKENDS = ("numpy", "numba", "cupy")
 
@@ -72,17 +91,4 @@ def to_numpy(array):
     return np.asarray(array)
 
 
-def _quiet_idle_threads():
-    """Let idle OpenMP threads sleep instead of spin, unless the user chose otherwise.
-
-    Why (measured, docs/results.md): Numba's OpenMP pool keeps its threads spinning after
-    each parallel loop, and OpenBLAS's threads spin after each GEMM. On 2 cores, alternating
-    Numba kernels and BLAS (every conv layer does) then ran 3x slower than either alone
-    (LeNet training step: 64 ms spinning, 17 ms passive; Numba's "workqueue" pool: 19-22 ms).
-    This must run before Numba starts its OpenMP pool, hence here, at import.
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-_quiet_idle_threads()
 set_backend(os.environ.get("MINISSL_BACKEND", "numba"))

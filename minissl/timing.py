@@ -50,6 +50,25 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
                   repeats=len(samples))
 
 
+def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
+    """Time several calls side by side: rounds of one call each, in turn, so that a slow
+    stretch of a shared machine hits all of them alike. Returns one Timing per function.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"compare needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for function in functions:
+        for _ in range(warmup):
+            function()
+    samples = [[] for _ in functions]
+    while len(samples[0]) < repeats or sum(samples[0]) < min_seconds:
+        for function, times in zip(functions, samples):
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
+    return [Timing(median=float(np.median(times)), best=float(np.min(times)), repeats=len(times))
+            for times in samples]
+
+
 @dataclass(frozen=True)
 class LayerSpeed:
     """One layer's forward time: dense (zeros included), compacted, and the same nonzeros
@@ -107,9 +126,9 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3):
     weight = to_numpy(module.weight.data)
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
     with no_grad():
-        dense = measure(lambda: module(x), repeats, warmup, min_seconds=0.1)
-        compacted = measure(lambda: small(small_x), repeats, warmup, min_seconds=0.1)
-        sparse = measure(lambda: _csr_forward(module, csr, x), repeats, warmup, min_seconds=0.1)
+        dense, compacted, sparse = compare(
+            [lambda: module(x), lambda: small(small_x), lambda: _csr_forward(module, csr, x)],
+            repeats, warmup, min_seconds=0.2)
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
     return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median)
 
@@ -119,6 +138,6 @@ def network_speedup(model, small, x, repeats=20, warmup=3):
     model.eval()
     small.eval()
     with no_grad():
-        dense = measure(lambda: model(x), repeats, warmup, min_seconds=0.1)
-        compacted = measure(lambda: small(x), repeats, warmup, min_seconds=0.1)
+        dense, compacted = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
+                                   min_seconds=0.2)
     return dense.median / compacted.median

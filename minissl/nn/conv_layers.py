@@ -8,6 +8,8 @@ views of it (minissl.ssl.groups).
 import numpy as np
 
 from minissl import ops
+from minissl.backend import xp_of
+from minissl.ops.shape import Take as TakeFunction
 from minissl.nn.init import INITIALIZERS
 from minissl.nn.module import Module, Parameter
 
@@ -92,9 +94,15 @@ class Take(Module):
     def __init__(self, indices):
         super().__init__()
         self.indices = np.asarray(indices, dtype=np.int64)
+        if self.indices.ndim != 1 or len(np.unique(self.indices)) != len(self.indices):
+            raise ValueError("Take needs a 1-D array of unique indices")
 
     def forward(self, x):
-        return ops.take(x, self.indices)
+        if x.ndim < 2 or (len(self.indices) and self.indices.max() >= x.shape[1]):
+            raise ValueError(f"{self!r} expects an input with more than "
+                             f"{self.indices.max()} entries on axis 1, got {x.shape}")
+        # the indices were checked once above, so skip ops.take's per-call uniqueness check
+        return TakeFunction.apply(x, indices=xp_of(x.data).asarray(self.indices))
 
     def __repr__(self):
         return f"Take({len(self.indices)} entries)"
