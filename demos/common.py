@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minissl import Tensor, data, no_grad, ops, optim, set_backend, to_numpy
+from minissl import Tensor, compact, data, nn, no_grad, ops, optim, set_backend, timing, to_numpy
 from minissl.backend import array_module
 
 EVAL_BATCH = 1000
@@ -175,6 +175,38 @@ def predict(model, inputs):
 def error_rate(model, inputs, labels):
     """Return the fraction of misclassified inputs."""
     return float((predict(model, inputs) != labels).mean())
+
+
+def compaction_report(model, inputs, labels, input_shape=None, batch=100):
+    """Compact a sparse model, prove it computes the same predictions, time the speedup.
+
+    `inputs` (N, ...) are real test images: the compacted model must predict exactly the
+    sparse model's classes on all of them (else RuntimeError: a bug, never a result).
+    Returns (small model, dict) with the test error, the plan's FLOPs and parameters, the
+    forward speedup of each Linear/Conv2d layer (dense vs compacted vs CSR, batch `batch`,
+    each layer fed its real activations) and of the whole network.
+    """
+    small, plan = compact.compact(model, input_shape)
+    sparse_predictions, small_predictions = predict(model, inputs), predict(small, inputs)
+    if not np.array_equal(sparse_predictions, small_predictions):
+        differ = int((sparse_predictions != small_predictions).sum())
+        raise RuntimeError(f"the compacted model disagrees with the sparse one on {differ} images")
+    model.eval()
+    x = Tensor(on_backend(inputs[:batch]))
+    layers, current = [], x
+    with no_grad():
+        for index, module in enumerate(model):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                speed = timing.layer_speed(str(index), module, plan, current)
+                layers.append({"layer": str(index), "flop_pct": speed.flop_pct,
+                               "speedup": speed.speedup, "ideal_speedup": speed.ideal_speedup,
+                               "csr_speedup": speed.csr_speedup})
+            current = module(current)
+    whole = timing.network_speedup(model, small, x)
+    return small, {"error": float((small_predictions != labels).mean()),
+                   "predictions_equal": True, "params": [plan.params_before, plan.params_after],
+                   "flops": [plan.flops_before, plan.flops_after], "layers": layers,
+                   "whole_speedup": whole, "batch": batch}
 
 
 def write_json(path, payload):

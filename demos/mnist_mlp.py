@@ -10,7 +10,10 @@ proximal step after every SGD step; the cosine learning rate decays to 0, so the
 threshold lr * lambda fades too and late groups stop at tiny norms (DESIGN.md, the
 trap). minissl handles this with an explicit cut, reported in the output: groups with
 norm below --cut are set to zero, then the network is fine-tuned with those groups held
-at zero. Writes <out>/results.json and <out>/sparsity.png.
+at zero. Each SSL model is then compacted into smaller dense layers (minissl.compact); the
+demo checks that the compacted model predicts the same class as the sparse one on every
+test image and prints the measured forward speedup per layer and for the whole network.
+Writes <out>/results.json and <out>/sparsity.png.
 """
 
 import argparse
@@ -108,12 +111,17 @@ def ssl_row(args, split, history, index, lambdas):
         train(model, args, split, history, f"{name} fine-tune", args.finetune_epochs, args.finetune_lr,
               lasso.hold_zeros())
     report = chain_report(model)
+    _, compacted = common.compaction_report(model, split[2], split[3])
+    speeds = ", ".join(f"{entry['speedup']:.2f}x" for entry in compacted["layers"])
+    print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} parameters, "
+          f"same predictions on all {len(split[3]):,} test images; forward speedup per layer "
+          f"{speeds}, whole network {compacted['whole_speedup']:.2f}x (batch {compacted['batch']})")
     first_weight = models.linear_layers(model)[0].weight.data
     zero_groups = [{"layer": layer, "zero": zero, "groups": total}
                    for layer, _, zero, total in lasso.zero_group_counts()]
     return {"name": name, "error": common.error_rate(model, split[2], split[3]),
             "neurons": report["neurons"], "flops_pct": report["flops_pct"], "lambda": list(lambdas),
-            "mode": args.mode, "zero_groups": zero_groups,
+            "mode": args.mode, "zero_groups": zero_groups, "compacted": compacted,
             "cut": {"threshold": args.cut, "groups_zeroed": cut.groups_zeroed,
                     "largest_norm_zeroed": cut.largest_norm_zeroed,
                     "error_before": error_before_cut, "error_after": error_after_cut},
@@ -127,12 +135,17 @@ def flops_pct(neurons, dense=(784, 500, 300, 10)):
 
 def print_table(rows):
     """Print the paper-style table: our rows, then the paper's (FLOP % from its neuron counts)."""
-    print(f"\n{'row':<18}{'error':>7}   {'neurons':<18}{'FLOP % per layer':<22}lambda (layers 1-3)")
+    print(f"\n{'row':<18}{'error':>7}   {'neurons':<18}{'FLOP % per layer':<22}"
+          f"{'speedup per layer':<22}{'whole':>6}   lambda (layers 1-3)")
     for row in rows + PAPER_ROWS:
         flops = "  ".join(f"{value:5.1f}" for value in flops_pct(row["neurons"]))
         lambdas = ", ".join(f"{value:g}" for value in row.get("lambda", [])) or "-"
+        speed, whole = "-", "-"
+        if "compacted" in row:
+            speed = "  ".join(f"{entry['speedup']:5.2f}" for entry in row["compacted"]["layers"])
+            whole = f"{row['compacted']['whole_speedup']:.2f}"
         print(f"{row['name']:<18}{row['error']:>7.2%}   {'-'.join(map(str, row['neurons'])):<18}"
-              f"{flops:<22}{lambdas}")
+              f"{flops:<22}{speed:<22}{whole:>6}   {lambdas}")
 
 
 def prepare_split(dataset):

@@ -245,3 +245,30 @@ def test_compacted_lenet_can_be_fine_tuned(digits):
     assert isinstance(gathered, nn.GatheredConv2d)
     assert gathered.weight.grad.shape == gathered.weight.shape
     assert np.all(np.isfinite(gathered.weight.grad)) and np.any(gathered.weight.grad != 0)
+
+
+def _test_images():
+    """All 10,000 MNIST test images when MINISSL_DATA has them, else the sample's 2,000."""
+    try:
+        dataset = data.mnist(download=False)
+    except data.DataError:
+        dataset = data.mnist_sample()
+    return data.to_float_images(dataset.test_images)
+
+
+@pytest.mark.parametrize("family", ["mlp", "lenet"])
+def test_float32_compacted_predictions_are_identical_on_every_test_image(family):
+    """The issue's bar: bit-for-bit the same predicted classes on the whole test set."""
+    builder, input_shape = FAMILIES[family]
+    model = builder(dtype=np.float32).eval()
+    rng = np.random.default_rng(11)
+    zero_groups(model, "neuron_out", rng, fraction=0.6)
+    zero_groups(model, "neuron_in", rng, fraction=0.3)
+    small, plan = compact(model, input_shape)
+    assert plan.flops_after < 0.5 * plan.flops_before
+    images = _test_images().reshape((-1,) + input_shape)
+    with no_grad():
+        for start in range(0, len(images), 2000):
+            batch = Tensor(images[start:start + 2000])
+            np.testing.assert_array_equal(small(batch).data.argmax(axis=1),
+                                          model(batch).data.argmax(axis=1))

@@ -26,6 +26,12 @@ def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_
     input_zeros = sparse["zero_groups"][0]
     assert input_zeros["zero"] == 784 - sparse["neurons"][0]  # removed units have norm exactly 0.0
     assert len(sparse["flops_pct"]) == 3 and sparse["flops_pct"][0] < 100
+    compacted = sparse["compacted"]
+    assert compacted["predictions_equal"] and compacted["error"] == sparse["error"]
+    assert compacted["params"][1] < compacted["params"][0]
+    assert [entry["layer"] for entry in compacted["layers"]] == ["0", "2", "4"]
+    assert all(entry["speedup"] > 0 for entry in compacted["layers"]) and compacted["whole_speedup"] > 0
+    assert "same predictions on all 2,000 test images" in printed
     assert len(results["history"]) == results["epochs"] + results["ssl_epochs"] + results["finetune_epochs"]
     assert (out / "sparsity.png").stat().st_size > 0
     assert not list(out.glob("*.part*"))
