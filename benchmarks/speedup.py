@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from minissl import Tensor, compact, models, timing
+from minissl import Tensor, compact, data, models, no_grad, timing
 
 # Wen et al. 2016: LeNet structures (filters, channels of conv2, shape columns) and the CPU
 # speedups the paper measured for conv1 / conv2 (Table 1 rows #2, #3; Table 2 rows #4, #5).
@@ -83,10 +83,33 @@ def mlp_structure(row, seed):
     return model, (784,), ["0", "2", "4"]
 
 
-def time_row(row, structure, batch, repeats, seed):
+def test_images(input_shape):
+    """MNIST test images (all 10,000 when found locally, else the bundled sample's 2,000)."""
+    try:
+        dataset = data.mnist(download=False)
+    except data.DataError:
+        dataset = data.mnist_sample()
+    return data.to_float_images(dataset.test_images).reshape((-1,) + tuple(input_shape))
+
+
+def same_predictions(model, small, images):
+    """Count the test images on which the compacted model predicts the sparse model's class."""
+    agree = 0
+    with no_grad():
+        for start in range(0, len(images), 1000):
+            batch = Tensor(images[start:start + 1000])
+            agree += int((model(batch).data.argmax(1) == small(batch).data.argmax(1)).sum())
+    return agree
+
+
+def time_row(row, structure, batch, repeats, seed, images):
     model, input_shape, layer_names = structure(row, seed)
     model.eval()
     small, plan = compact.compact(model, input_shape)
+    agree = same_predictions(model, small, images)
+    if agree != len(images):
+        raise RuntimeError(f"row {row['name']}: compacted model disagrees on "
+                           f"{len(images) - agree} images")
     rng = np.random.default_rng(seed)
     x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
     activations, layers = {}, []
@@ -105,6 +128,7 @@ def time_row(row, structure, batch, repeats, seed):
                        "paper_speedup": paper[position] if position < len(paper) else None})
     whole = timing.network_speedup(model, small, x, repeats)
     return {"name": row["name"], "batch": batch, "layers": layers, "whole_speedup": whole,
+            "same_predictions": f"{agree}/{len(images)}",
             "shapes": {plan_row.name: plan_row.shape_after for plan_row in plan.layers}}
 
 
@@ -120,7 +144,8 @@ def print_rows(rows, layer_labels):
                   f"{entry['flop_pct']:>7.1f}{entry['speedup']:>9.2f}{entry['ideal_speedup']:>8.2f}"
                   f"{entry['efficiency']:>8.2f}{entry['csr_speedup']:>7.2f}"
                   f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}")
-        print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}")
+        print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}   "
+              f"(same predictions as the sparse model on {row['same_predictions']} test images)")
 
 
 def parse_args(argv):
@@ -147,8 +172,10 @@ def main(argv=None):
     else:
         specs, structure, labels = MLP_ROWS, mlp_structure, {"0": "fc1", "2": "fc2", "4": "fc3"}
     results = []
+    images = test_images((1, 28, 28) if args.paper == "lenet" else (784,))
     for batch in dict.fromkeys((args.batch, 1)):
-        rows = [time_row(spec, structure, batch, args.repeats, args.seed) for spec in specs]
+        rows = [time_row(spec, structure, batch, args.repeats, args.seed, images)
+                for spec in specs]
         print(f"\n{args.paper}, batch {batch} (speedup = dense time / compacted time; "
               f"CSR = dense time / scipy CSR time)")
         print_rows(rows, labels)

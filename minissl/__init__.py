@@ -14,6 +14,6 @@ __all__ = [
     "Tensor", "Function", "no_grad", "is_grad_enabled",
     "get_backend", "set_backend", "to_numpy",
     "gradcheck", "gradcheck_module", "GradcheckError",
-    "compact", "data", "timing", "models", "nn", "ops", "optim", "plots", "ssl",
+    "backend", "compact", "data", "timing", "models", "nn", "ops", "optim", "plots", "ssl",
 ]
 __version__ = "0.1.0"

@@ -28,5 +28,6 @@ def compact(model, input_shape=None):
     return small, plan
 
 
-__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "CompactionPlan", "LayerPlan",
+__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "CompactionPlan",
+           "LayerPlan",
            "CompactionError"]

@@ -75,7 +75,9 @@ def build_layer(name, module, plan):
 
 def _block(name, block, plan):
     """A residual block: dropped (relu of the shortcut) or rebuilt from compacted parts."""
-    shortcut = None if block.shortcut is None else build_layer(f"{name}.shortcut", block.shortcut, plan)
+    shortcut = None
+    if block.shortcut is not None:
+        shortcut = build_layer(f"{name}.shortcut", block.shortcut, plan)
     if name in plan.removed_blocks:  # the branch is exactly 0: relu(shortcut(x))
         return nn.ReLU() if shortcut is None else nn.Sequential(*shortcut, nn.ReLU())
     branch = build_layer(f"{name}.branch", block.branch, plan)

@@ -88,7 +88,8 @@ class CompactionPlan:
     def __str__(self):
         lines = [f"{'layer':<16}{'kind':<11}{'before':>18}{'after':>18}{'FLOP %':>8}"]
         for plan in self.layers:
-            pct = f"{100.0 * plan.flops_after / plan.flops_before:.1f}" if plan.flops_before else "-"
+            pct = (f"{100.0 * plan.flops_after / plan.flops_before:.1f}" if plan.flops_before
+                   else "-")
             before = "x".join(map(str, plan.shape_before))
             after = "x".join(map(str, plan.shape_after)) if plan.shape_after else "removed"
             lines.append(f"{plan.name:<16}{plan.kind:<11}{before:>18}{after:>18}{pct:>8}")
@@ -183,7 +184,8 @@ class _Analysis:
         for index, module in enumerate(self.modules):
             name = str(index)
             if isinstance(module, (nn.GatheredConv2d, nn.Take)):
-                raise CompactionError(f"module {name} ({type(module).__name__}) is already compacted")
+                raise CompactionError(
+                    f"module {name} ({type(module).__name__}) is already compacted")
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 record = self._record(name, module, index, flattened_from)
                 if producer is not None and not barrier:

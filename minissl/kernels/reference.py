@@ -103,7 +103,8 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
     argmax = xp.zeros(out.shape, dtype=np.int32)
     for kh in range(kernel):
         for kw in range(kernel):
-            window = padded[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)]
+            rows, cols = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
+            window = padded[:, :, rows, cols]
             larger = window > out  # strict: the first maximum wins ties
             out = xp.where(larger, window, out)
             argmax[larger] = kh * kernel + kw
@@ -144,7 +145,8 @@ def avg_pool2d(x, kernel, stride, out_h, out_w):
     total = xp.zeros(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
     for kh in range(kernel):
         for kw in range(kernel):
-            total += padded[:, :, _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)]
+            rows, cols = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
+            total += padded[:, :, rows, cols]
     return total / _window_areas(x.shape[2], x.shape[3], kernel, stride, out_h, out_w, x.dtype, xp)
 
 

@@ -67,7 +67,8 @@ class GatheredConv2d(Module):
         super().__init__()
         rows = np.asarray(rows, dtype=np.int64)
         if weight2.ndim != 2 or weight2.shape[1] != len(rows):
-            raise ValueError(f"GatheredConv2d needs weight (C_out, {len(rows)}), got {weight2.shape}")
+            raise ValueError(f"GatheredConv2d needs weight (C_out, {len(rows)}), "
+                             f"got {weight2.shape}")
         self.in_channels, self.out_channels = in_channels, weight2.shape[0]
         self.kernel_size, self.stride, self.padding = tuple(kernel_size), stride, padding
         self.rows = rows

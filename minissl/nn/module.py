@@ -103,7 +103,8 @@ class Module:
         xp = array_module()
         for _, module in self.named_modules():
             for parameter in module._parameters.values():
-                parameter.data = to_numpy(parameter.data) if xp is np else xp.asarray(parameter.data)
+                data = parameter.data
+                parameter.data = to_numpy(data) if xp is np else xp.asarray(data)
                 parameter.grad = None
             for name in module._buffers:
                 array = getattr(module, name)

@@ -85,7 +85,9 @@ class Conv2d(Function):
                 if cols is None:
                     cols = kernels.im2col(x[start:stop], *geometry, rows=rows)
                 grad_weight2 += kernels.matmul(grad2, cols.T)  # (C_out, R)
-        grad_bias = grad_out.sum(axis=(0, 2, 3)) if len(needs) > 2 and needs[2] else None  # (C_out,)
+        grad_bias = None
+        if len(needs) > 2 and needs[2]:
+            grad_bias = grad_out.sum(axis=(0, 2, 3))  # (C_out,)
         return grad_x, grad_weight2, grad_bias
 
 
