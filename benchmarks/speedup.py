@@ -102,15 +102,15 @@ def same_predictions(model, small, images):
     return agree
 
 
-def time_row(row, structure, batch, repeats, seed, images):
-    model, input_shape, layer_names = structure(row, seed)
+def time_row(row, structure, batch, args, images):
+    model, input_shape, layer_names = structure(row, args.seed)
     model.eval()
     small, plan = compact.compact(model, input_shape)
     agree = same_predictions(model, small, images)
     if agree != len(images):
         raise RuntimeError(f"row {row['name']}: compacted model disagrees on "
                            f"{len(images) - agree} images")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(args.seed)
     x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
     activations, layers = {}, []
     current = x
@@ -118,7 +118,8 @@ def time_row(row, structure, batch, repeats, seed, images):
         activations[str(index)] = current
         current = module(current)
     for position, name in enumerate(layer_names):
-        speed = timing.layer_speed(name, model[int(name)], plan, activations[name], repeats)
+        speed = timing.layer_speed(name, model[int(name)], plan, activations[name],
+                                   args.repeats, min_seconds=args.min_seconds)
         paper = row.get("paper_speedup", (None,) * len(layer_names))
         paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
         layers.append({"layer": name, "flop_pct": speed.flop_pct,
@@ -126,7 +127,7 @@ def time_row(row, structure, batch, repeats, seed, images):
                        "ideal_speedup": speed.ideal_speedup, "efficiency": speed.efficiency,
                        "csr_speedup": speed.csr_speedup,
                        "paper_speedup": paper[position] if position < len(paper) else None})
-    whole = timing.network_speedup(model, small, x, repeats)
+    whole = timing.network_speedup(model, small, x, args.repeats, min_seconds=args.min_seconds)
     return {"name": row["name"], "batch": batch, "layers": layers, "whole_speedup": whole,
             "same_predictions": f"{agree}/{len(images)}",
             "shapes": {plan_row.name: plan_row.shape_after for plan_row in plan.layers}}
@@ -157,6 +158,8 @@ def parse_args(argv):
                         help="batch size of the main table (default 100); batch 1 is also timed")
     parser.add_argument("--repeats", type=int, default=30,
                         help="timed calls per measurement after warm-up (default 30)")
+    parser.add_argument("--min-seconds", type=float, default=0.2,
+                        help="keep repeating each measurement for at least this long (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
@@ -174,8 +177,7 @@ def main(argv=None):
     results = []
     images = test_images((1, 28, 28) if args.paper == "lenet" else (784,))
     for batch in dict.fromkeys((args.batch, 1)):
-        rows = [time_row(spec, structure, batch, args.repeats, args.seed, images)
-                for spec in specs]
+        rows = [time_row(spec, structure, batch, args, images) for spec in specs]
         print(f"\n{args.paper}, batch {batch} (speedup = dense time / compacted time; "
               f"CSR = dense time / scipy CSR time)")
         print_rows(rows, labels)

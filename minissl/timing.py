@@ -113,7 +113,7 @@ def _csr_forward(module, weight, x):
     return np.ascontiguousarray(out.reshape(out.shape[0], batch, -1).transpose(1, 0, 2))
 
 
-def layer_speed(name, module, plan, x, repeats=20, warmup=3):
+def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     """Time one Linear/Conv2d of a sparse model against its compacted and CSR versions.
 
     Shapes: x (B, *input shape of the layer). The compacted layer gets x restricted to the
@@ -128,16 +128,16 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3):
     with no_grad():
         dense, compacted, sparse = compare(
             [lambda: module(x), lambda: small(small_x), lambda: _csr_forward(module, csr, x)],
-            repeats, warmup, min_seconds=0.2)
+            repeats, warmup, min_seconds)
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
     return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median)
 
 
-def network_speedup(model, small, x, repeats=20, warmup=3):
+def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     """Dense-model time / compacted-model time for one forward pass of x (eval mode)."""
     model.eval()
     small.eval()
     with no_grad():
         dense, compacted = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
-                                   min_seconds=0.2)
+                                   min_seconds)
     return dense.median / compacted.median

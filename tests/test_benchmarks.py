@@ -1,0 +1,43 @@
+"""The benchmarks run, write the JSON their issues ask for, and document their flags."""
+
+import json
+
+import pytest
+
+from benchmarks import kernels, speedup, train_throughput
+
+
+@pytest.mark.parametrize("module", [kernels, speedup, train_throughput])
+def test_every_benchmark_has_help(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--json" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::minissl.data.MnistFallbackWarning")
+def test_speedup_mlp_writes_the_issue_schema(tmp_path, capsys):
+    path = tmp_path / "speedup.json"
+    speedup.main(["--paper", "mlp", "--batch", "8", "--repeats", "2", "--min-seconds", "0",
+                  "--json", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["name"] for row in rows] == ["#2", "#3", "#2", "#3"]  # batch 8, then batch 1
+    first = rows[0]
+    assert set(first) >= {"name", "layers", "whole_speedup"}
+    assert [layer["layer"] for layer in first["layers"]] == ["0", "2", "4"]
+    assert set(first["layers"][0]) >= {"layer", "flop_pct", "speedup", "ideal_speedup",
+                                       "csr_speedup"}
+    assert first["layers"][0]["flop_pct"] == pytest.approx(100 * 469 * 294 / (784 * 500))
+    agreed, total = first["same_predictions"].split("/")
+    assert agreed == total
+    assert "whole network" in capsys.readouterr().out
+
+
+def test_lenet_structures_have_the_papers_kept_filters_and_columns():
+    model, _, _ = speedup.lenet_structure(speedup.LENET_ROWS[1], seed=0)  # #3: 3 and 12 filters
+    assert int((abs(model[0].weight.data).sum(axis=(1, 2, 3)) > 0).sum()) == 3
+    assert int((abs(model[2].weight.data).sum(axis=(1, 2, 3)) > 0).sum()) == 12
+    model, _, _ = speedup.lenet_structure(speedup.LENET_ROWS[2], seed=0)  # #4: 21 and 41 columns
+    for layer, kept in ((model[0], 21), (model[2], 41)):
+        columns = layer.weight.data.reshape(layer.weight.shape[0], -1)
+        assert int((abs(columns).sum(axis=0) > 0).sum()) == kept
