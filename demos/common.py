@@ -16,6 +16,7 @@ from minissl import Tensor, compact, data, nn, no_grad, ops, optim, set_backend,
 from minissl.backend import array_module
 
 EVAL_BATCH = 1000
+TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this long
 
 
 def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
@@ -182,11 +183,16 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
 
     `inputs` (N, ...) are real test images: the compacted model must predict exactly the
     sparse model's classes on all of them (else RuntimeError: a bug, never a result).
-    Returns (small model, dict) with the test error, the plan's FLOPs and parameters, the
+    Returns (None, None), after saying why, when SSL left a layer with nothing (every unit
+    zero). Otherwise returns (small model, dict) with the test error, the plan's FLOPs and parameters, the
     forward speedup of each Linear/Conv2d layer (dense vs compacted vs CSR, batch `batch`,
     each layer fed its real activations) and of the whole network.
     """
-    small, plan = compact.compact(model, input_shape)
+    try:
+        small, plan = compact.compact(model, input_shape)
+    except compact.CompactionError as error:
+        print(f"note: nothing to compact ({error}); lower the lambdas")
+        return None, None
     sparse_predictions, small_predictions = predict(model, inputs), predict(small, inputs)
     if not np.array_equal(sparse_predictions, small_predictions):
         differ = int((sparse_predictions != small_predictions).sum())
@@ -197,12 +203,13 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
     with no_grad():
         for index, module in enumerate(model):
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                speed = timing.layer_speed(str(index), module, plan, current)
+                speed = timing.layer_speed(str(index), module, plan, current,
+                                           min_seconds=TIMING_MIN_SECONDS)
                 layers.append({"layer": str(index), "flop_pct": speed.flop_pct,
                                "speedup": speed.speedup, "ideal_speedup": speed.ideal_speedup,
                                "csr_speedup": speed.csr_speedup})
             current = module(current)
-    whole = timing.network_speedup(model, small, x)
+    whole = timing.network_speedup(model, small, x, min_seconds=TIMING_MIN_SECONDS)
     return small, {"error": float((small_predictions != labels).mean()),
                    "predictions_equal": True, "params": [plan.params_before, plan.params_after],
                    "flops": [plan.flops_before, plan.flops_after], "layers": layers,

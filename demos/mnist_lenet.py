@@ -42,7 +42,7 @@ PAPER_ROWS = [
 # Starting points measured with an independent implementation (../shared/DESIGN.md):
 # filters: conv1 filters 0.03, conv2 filters 0.06, conv2 channels 0.03.
 DEFAULT_FILTER_LAMBDAS = (0.03, 0.06, 0.03)
-DEFAULT_SHAPE_LAMBDAS = (0.005, 0.015)
+DEFAULT_SHAPE_LAMBDAS = (0.02, 0.03)
 EPOCHS = {"epochs": 6, "ssl_epochs": 6, "finetune_epochs": 4}
 QUICK_EPOCHS = {"epochs": 1, "ssl_epochs": 2, "finetune_epochs": 1}
 INPUT_SHAPE = (1, 28, 28)
@@ -143,18 +143,21 @@ def ssl_row(args, split, history, row):
 def result_row(name, model, split, rules=(), cut=None):
     """Error, conv structure, compacted FLOPs and measured speedups of a trained LeNet."""
     _, compacted = common.compaction_report(model, split[2], split[3], INPUT_SHAPE)
-    by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
-    print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
-          f"parameters, same predictions on all {len(split[3]):,} test images; forward speedup "
-          f"conv1 {by_layer['0']['speedup']:.2f}x, conv2 {by_layer['2']['speedup']:.2f}x, "
-          f"whole network {compacted['whole_speedup']:.2f}x (batch {compacted['batch']})")
     row = {"name": name, "error": common.error_rate(model, split[2], split[3]),
-           **conv_structure(model),
-           "flops_pct": [by_layer[layer]["flop_pct"] for layer in CONV_LAYERS],
-           "speedup": [by_layer[layer]["speedup"] for layer in CONV_LAYERS],
-           "whole_speedup": compacted["whole_speedup"], "compacted": compacted,
+           **conv_structure(model), "flops_pct": None, "speedup": None, "whole_speedup": None,
+           "compacted": compacted,
            "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
                      for rule in rules]}
+    if compacted is not None:
+        by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
+        print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
+              f"parameters, same predictions on all {len(split[3]):,} test images; forward "
+              f"speedup conv1 {by_layer['0']['speedup']:.2f}x, conv2 "
+              f"{by_layer['2']['speedup']:.2f}x, whole network {compacted['whole_speedup']:.2f}x "
+              f"(batch {compacted['batch']})")
+        row["flops_pct"] = [by_layer[layer]["flop_pct"] for layer in CONV_LAYERS]
+        row["speedup"] = [by_layer[layer]["speedup"] for layer in CONV_LAYERS]
+        row["whole_speedup"] = compacted["whole_speedup"]
     if cut is not None:
         row["cut"] = {"groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}

@@ -112,10 +112,12 @@ def ssl_row(args, split, history, index, lambdas):
               lasso.hold_zeros())
     report = chain_report(model)
     _, compacted = common.compaction_report(model, split[2], split[3])
-    speeds = ", ".join(f"{entry['speedup']:.2f}x" for entry in compacted["layers"])
-    print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} parameters, "
-          f"same predictions on all {len(split[3]):,} test images; forward speedup per layer "
-          f"{speeds}, whole network {compacted['whole_speedup']:.2f}x (batch {compacted['batch']})")
+    if compacted is not None:
+        speeds = ", ".join(f"{entry['speedup']:.2f}x" for entry in compacted["layers"])
+        print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
+              f"parameters, same predictions on all {len(split[3]):,} test images; forward "
+              f"speedup per layer {speeds}, whole network {compacted['whole_speedup']:.2f}x "
+              f"(batch {compacted['batch']})")
     first_weight = models.linear_layers(model)[0].weight.data
     zero_groups = [{"layer": layer, "zero": zero, "groups": total}
                    for layer, _, zero, total in lasso.zero_group_counts()]
@@ -141,7 +143,7 @@ def print_table(rows):
         flops = "  ".join(f"{value:5.1f}" for value in flops_pct(row["neurons"]))
         lambdas = ", ".join(f"{value:g}" for value in row.get("lambda", [])) or "-"
         speed, whole = "-", "-"
-        if "compacted" in row:
+        if row.get("compacted"):
             speed = "  ".join(f"{entry['speedup']:5.2f}" for entry in row["compacted"]["layers"])
             whole = f"{row['compacted']['whole_speedup']:.2f}"
         print(f"{row['name']:<18}{row['error']:>7.2%}   {'-'.join(map(str, row['neurons'])):<18}"

@@ -52,7 +52,10 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
 
 def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
     """Time several calls side by side: rounds of one call each, in turn, so that a slow
-    stretch of a shared machine hits all of them alike. Returns one Timing per function.
+    stretch of a shared machine hits all of them alike. The order alternates (a b c, c b a,
+    ...) because the call after another one's cache traffic is measurably slower: a layer
+    timed against an identical copy of itself showed up to 10% of such bias. Returns one
+    Timing per function.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"compare needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
@@ -60,11 +63,13 @@ def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
         for _ in range(warmup):
             function()
     samples = [[] for _ in functions]
+    order = list(range(len(functions)))
     while len(samples[0]) < repeats or sum(samples[0]) < min_seconds:
-        for function, times in zip(functions, samples):
+        for index in order:  # the order flips every round: no call always goes first
             start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
+            functions[index]()
+            samples[index].append(time.perf_counter() - start)
+        order.reverse()
     return [Timing(median=float(np.median(times)), best=float(np.min(times)), repeats=len(times))
             for times in samples]
 

@@ -15,7 +15,7 @@ def test_compare_interleaves_the_calls():
     order = []
     first, second = timing.compare([lambda: order.append("a"), lambda: order.append("b")],
                                    repeats=3, warmup=0)
-    assert order == ["a", "b"] * 3 and first.repeats == second.repeats == 3
+    assert order == ["a", "b", "b", "a", "a", "b"] and first.repeats == second.repeats == 3
 
 
 def test_measure_rejects_zero_repeats():

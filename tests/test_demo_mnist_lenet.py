@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from demos import common, mnist_lenet
+
+
+@pytest.mark.slow
+def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path, no_mnist_anywhere,
+                                                                      capsys, monkeypatch):
+    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)  # a few repeats are enough here
+    out = tmp_path / "run"
+    mnist_lenet.main(["--offline", "--out", str(out), "--epochs", "1", "--ssl-epochs", "1",
+                      "--finetune-epochs", "1", "--filter-lambda", "0.3", "0.3", "0.3",
+                      "--shape-lambda", "0.2", "0.2"])
+    printed = capsys.readouterr().out
+    assert "bundled 10,000-digit sample" in printed
+    assert printed.count("same predictions on all 2,000 test images") == 3
+    results = json.loads((out / "results.json").read_text())
+    baseline, filters, shapes = results["rows"]
+    assert baseline["filters"] == [20, 50] and baseline["columns"] == [25, 500]
+    assert baseline["flops_pct"] == [100.0, 100.0] and baseline["error"] < 0.2
+    assert filters["filters"][1] < 50 or filters["channels"][1] < 20   # strong lambdas prune
+    assert shapes["columns"][1] < 500
+    for row in (filters, shapes):
+        assert row["compacted"]["predictions_equal"]
+        assert row["compacted"]["params"][1] < row["compacted"]["params"][0]
+        assert len(row["speedup"]) == 2 and row["whole_speedup"] > 0
+        assert row["cut"]["groups_zeroed"] >= 0
+    assert [rule["kind"] for rule in filters["rules"]] == ["filter", "filter", "channel"]
+    assert len(results["history"]) == 1 + 2 * (1 + 1)
+
+
+def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
+    assert mnist_lenet.parse_args(["--rows"]).rows == []
+    with pytest.raises(SystemExit):
+        mnist_lenet.parse_args(["--shape-lambda", "-1", "0.1"])
+    assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mnist_lenet.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--quick", "--data", "--out", "--rows", "--filter-lambda", "--shape-lambda",
+                 "--cut", "--finetune-epochs", "--backend"):
+        assert flag in text
+
+
+def test_a_row_that_zeroes_everything_is_reported_not_a_crash(tmp_path, no_mnist_anywhere,
+                                                             capsys):
+    mnist_lenet.main(["--offline", "--out", str(tmp_path), "--no-baseline", "--rows", "shapes",
+                      "--ssl-epochs", "1", "--finetune-epochs", "0", "--shape-lambda", "5", "5"])
+    printed = capsys.readouterr().out
+    assert "note: nothing to compact (layer" in printed and "lower the lambdas" in printed
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert row["compacted"] is None and row["columns"] == [0, 0]
