@@ -84,6 +84,15 @@ def xp_of(array):
     return np
 
 
+def synchronize():
+    """Wait until the GPU has finished queued work (a no-op unless the backend is "cupy").
+
+    GPU kernels run asynchronously; a timer must call this before reading the clock.
+    """
+    if _state["name"] == "cupy":
+        _import_cupy().cuda.get_current_stream().synchronize()
+
+
 def to_numpy(array):
     """Return `array` as a NumPy array (copies from the GPU when needed)."""
     if type(array).__module__.startswith("cupy"):

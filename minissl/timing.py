@@ -15,7 +15,7 @@ import scipy.sparse
 
 from minissl import compact, kernels, nn, ops
 from minissl.autograd import no_grad
-from minissl.backend import to_numpy
+from minissl.backend import synchronize, to_numpy, xp_of
 from minissl.tensor import Tensor
 
 
@@ -44,6 +44,7 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
     while len(samples) < repeats or spent < min_seconds:
         start = time.perf_counter()
         function()
+        synchronize()
         samples.append(time.perf_counter() - start)
         spent += samples[-1]
     return Timing(median=float(np.median(samples)), best=float(np.min(samples)),
@@ -68,6 +69,7 @@ def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
         for index in order:  # the order flips every round: no call always goes first
             start = time.perf_counter()
             functions[index]()
+            synchronize()  # GPU work is asynchronous: wait for it before reading the clock
             samples[index].append(time.perf_counter() - start)
         order.reverse()
     return [Timing(median=float(np.median(times)), best=float(np.min(times)), repeats=len(times))
@@ -126,6 +128,8 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     """
     layer_plan = plan.layer(name)
     small = compact.build_layer(name, module, plan)
+    if xp_of(module.weight.data) is not np:  # built from NumPy copies; follow the model
+        small.to_backend()
     kept = ops.take(x, layer_plan.kept_in).data.copy()  # (B, kept inputs, ...)
     small_x = Tensor(kept)
     weight = to_numpy(module.weight.data)

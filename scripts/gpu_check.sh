@@ -10,6 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import cupy, numba, numpy; print('cupy', cupy.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)"
 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py 2>&1 | tee "$out/gpu_tests.log"
 status=${PIPESTATUS[0]}
-python3 -m demos.mnist_lenet --offline --backend cupy --epochs 2 --out "$out/lenet_cupy" 2>/dev/null \
+python3 -m demos.mnist_lenet --offline --backend cupy --epochs 2 --ssl-epochs 2 --finetune-epochs 1 \
+    --out "$out/lenet_cupy" 2>/dev/null \
     | tee "$out/lenet_cupy.log"
 exit "$status"

@@ -62,3 +62,21 @@ def test_model_moves_to_the_gpu_and_back(cupy_backend):
     minissl.set_backend("numba")
     model.to_backend()
     assert all(isinstance(p.data, np.ndarray) for p in model.parameters())
+
+
+def test_compacted_model_on_the_gpu_equals_the_sparse_model(cupy_backend):
+    from minissl import no_grad
+    from minissl.compact import compact
+
+    model = models.lenet(dtype=np.float64)
+    model[0].weight.data[5:], model[0].bias.data[5:] = 0, 0      # filters
+    model[2].weight.data[:, :, 0, :] = 0                        # shape columns: GatheredConv2d
+    model[5].weight.data[:, :100] = 0
+    model.to_backend()
+    small, plan = compact(model, (1, 28, 28))
+    assert all(type(p.data).__module__.startswith("cupy") for p in small.parameters())
+    x = cupy_backend.asarray(np.random.default_rng(0).random((8, 1, 28, 28)))
+    with no_grad():
+        np.testing.assert_allclose(to_numpy(small(Tensor(x)).data),
+                                   to_numpy(model(Tensor(x)).data), rtol=0, atol=1e-10)
+    assert plan.layer("2").kept_columns is not None
