@@ -86,10 +86,18 @@ class LayerSpeed:
     dense_s: float
     compact_s: float
     csr_s: float
+    dense_gemm_s: float     # the layer's matrix product alone, patch matrix built beforehand
+    compact_gemm_s: float
 
     @property
     def speedup(self):
         return self.dense_s / self.compact_s
+
+    @property
+    def gemm_speedup(self):
+        """Speedup of the matrix product alone: what compaction shrinks, without the
+        im2col pass, dispatch and output layout that a whole layer also pays."""
+        return self.dense_gemm_s / self.compact_gemm_s
 
     @property
     def ideal_speedup(self):
@@ -134,12 +142,27 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     small_x = Tensor(kept)
     weight = to_numpy(module.weight.data)
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
+    dense_gemm, compact_gemm = _gemm_operands(module, x), _gemm_operands(small, small_x)
     with no_grad():
-        dense, compacted, sparse = compare(
-            [lambda: module(x), lambda: small(small_x), lambda: _csr_forward(module, csr, x)],
+        dense, compacted, sparse, dense_product, compact_product = compare(
+            [lambda: module(x), lambda: small(small_x), lambda: _csr_forward(module, csr, x),
+             lambda: kernels.matmul(*dense_gemm), lambda: kernels.matmul(*compact_gemm)],
             repeats, warmup, min_seconds)
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
-    return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median)
+    return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median,
+                      dense_product.median, compact_product.median)
+
+
+def _gemm_operands(module, x):
+    """(W2, patches) of a Linear, Conv2d or GatheredConv2d for its input x, so that
+    matmul(W2, patches) is the layer's product. Shapes: (N, R), (R, B*OH*OW) or (R, B)."""
+    weight = module.weight.data
+    if isinstance(module, nn.Linear):
+        return weight, x.data.T.copy()  # (out, in), (in, B)
+    rows = module.rows if isinstance(module, nn.GatheredConv2d) else None
+    (kernel_h, kernel_w), stride, padding = module.kernel_size, module.stride, module.padding
+    patches = kernels.im2col(x.data, kernel_h, kernel_w, stride, padding, rows=rows)
+    return weight.reshape(weight.shape[0], -1), patches
 
 
 def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
