@@ -56,10 +56,13 @@ class Conv2d(Function):
         for start, stop in chunks:
             cols = kernels.im2col(x[start:stop], *geometry, rows=rows)  # (R, b*OH*OW)
             product = kernels.matmul(weight2, cols)  # (C_out, b*OH*OW)
+            # (C_out, b*OH*OW) -> (C_out, b, OH*OW) -> (b, C_out, OH*OW), plus the bias in
+            # the same pass over memory
+            product = product.reshape(c_out, stop - start, -1).transpose(1, 0, 2)
             if bias:
-                product += bias[0][:, None]
-            # (C_out, b*OH*OW) -> (C_out, b, OH*OW) -> (b, C_out, OH*OW)
-            out[start:stop] = product.reshape(c_out, stop - start, -1).transpose(1, 0, 2)
+                xp.add(product, bias[0][:, None], out=out[start:stop])
+            else:
+                out[start:stop] = product
         ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
         ctx.cols = cols if len(chunks) == 1 else None  # one chunk: keep it for backward
         return out.reshape(batch, c_out, out_h, out_w)
