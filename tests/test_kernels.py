@@ -197,3 +197,28 @@ def test_gathered_rows_are_validated():
         kernels.im2col(x, 2, 2, rows=[2, 1])
     with pytest.raises(ValueError, match=r"in \[0, 4\)"):
         kernels.im2col(x, 2, 2, rows=[0, 4])
+
+
+def test_kernels_run_as_plain_python_with_numba_disabled():
+    """STYLE.md: NUMBA_DISABLE_JIT=1 keeps every kernel working, for stepping through it."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from minissl.kernels import numba_cpu as n, reference as r\n"
+        "x = np.random.default_rng(0).standard_normal((2, 2, 5, 6))\n"
+        "a = n.im2col(x, 3, 2, 2, 1, 3, 4)\n"
+        "assert np.array_equal(a, r.im2col(x, 3, 2, 2, 1, 3, 4))\n"
+        "assert np.allclose(n.col2im(a, 2, 2, 5, 6, 3, 2, 2, 1, 3, 4),"
+        " r.col2im(a, 2, 2, 5, 6, 3, 2, 2, 1, 3, 4))\n"
+        "out, arg = n.max_pool2d(x, 2, 2, 2, 3)\n"
+        "assert np.array_equal(out, r.max_pool2d(x, 2, 2, 2, 3)[0])\n"
+        "assert np.allclose(n.gemm(x[0, 0], x[1, 0].T), x[0, 0] @ x[1, 0].T)\n"
+        "import numba\n"
+        "assert numba.config.DISABLE_JIT\n"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
