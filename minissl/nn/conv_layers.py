@@ -15,9 +15,10 @@ from minissl.nn.module import Module, Parameter
 
 
 def _check_image(layer, x, channels=None):
+    """Raise a ValueError naming `layer` (a Module) unless x is (B, channels, H, W)."""
     if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
         wanted = f"(B, {channels}, H, W)" if channels is not None else "(B, C, H, W)"
-        raise ValueError(f"{layer} expects input {wanted}, got {x.shape}")
+        raise ValueError(f"{layer!r} expects input {wanted}, got {x.shape}")
 
 
 class Conv2d(Module):
@@ -46,7 +47,7 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
 
     def forward(self, x):
-        _check_image(repr(self), x, self.in_channels)
+        _check_image(self, x, self.in_channels)
         return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def __repr__(self):
@@ -76,7 +77,7 @@ class GatheredConv2d(Module):
         self.bias = Parameter(bias) if bias is not None else None
 
     def forward(self, x):
-        _check_image(repr(self), x, self.in_channels)
+        _check_image(self, x, self.in_channels)
         return ops.conv2d_gathered(x, self.weight, self.rows, self.kernel_size, self.bias,
                                    self.stride, self.padding)
 
@@ -163,7 +164,7 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", np.ones(channels, dtype=dtype))
 
     def forward(self, x):
-        _check_image(repr(self), x, self.channels)
+        _check_image(self, x, self.channels)
         return ops.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
                               self.training, self.momentum, self.eps)
 
