@@ -13,7 +13,8 @@ channels (Table 1), "shapes" the shape columns (c, kh, kw) of both convs (Table 
 groups with norm below --cut are zeroed (reported), the network is fine-tuned with them
 held at zero, compacted into smaller layers (checked to predict the same class on every
 test image) and timed: forward speedup per layer and for the whole network.
-Writes <out>/results.json.
+Writes <out>/results.json and <out>/sparsity.png (conv1's filters, conv2's nonzero map and
+the speedups, per row).
 """
 
 import argparse
@@ -23,7 +24,7 @@ import time
 import numpy as np
 
 from demos import common
-from minissl import data, models, ssl
+from minissl import data, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind, GroupRule
 
 # Wen et al. 2016, Tables 1 and 2 (LeNet): structure per conv layer and CPU speedups.
@@ -145,6 +146,7 @@ def result_row(name, model, split, rules=(), cut=None):
     _, compacted = common.compaction_report(model, split[2], split[3], INPUT_SHAPE)
     row = {"name": name, "error": common.error_rate(model, split[2], split[3]),
            **conv_structure(model), "flops_pct": None, "speedup": None, "whole_speedup": None,
+           "conv1": to_numpy(model[0].weight.data), "conv2": to_numpy(model[2].weight.data),
            "compacted": compacted,
            "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
                      for rule in rules]}
@@ -200,6 +202,10 @@ def main(argv=None):
     for row in args.rows:
         rows.append(ssl_row(args, split, history, row))
     print_table(rows)
+    figure = plots.conv_sparsity_figure(rows, args.out / "sparsity.png")
+    for row in rows:  # the weights went into the figure; results.json keeps the numbers
+        row.pop("conv1")
+        row.pop("conv2")
     results = {
         "experiment": "mnist_lenet",
         "dataset": {"name": dataset.name, "source": dataset.source,
@@ -210,7 +216,7 @@ def main(argv=None):
         "seed": args.seed, "argv": sys.argv,
     }
     common.write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} ({results['wall_time_s']:.0f} s in all)")
+    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
 
 
 if __name__ == "__main__":

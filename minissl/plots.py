@@ -55,3 +55,53 @@ def mlp_sparsity_figure(rows, path):
     bars.set_title("neurons per layer", fontsize=9)
     bars.legend(fontsize=8)
     return _save(figure, path)
+
+
+def conv_sparsity_figure(rows, path):
+    """For each row: conv1's filters (KH x KW tiles, zero filters blank), the nonzero map of
+    conv2's GEMM matrix W2 (filters x shape columns), and the measured speedup per conv
+    layer beside the ideal one (1 / FLOP fraction).
+
+    rows: list of dicts with "name", "conv1" (C_out, 1, KH, KW) array, "conv2"
+    (C_out, C_in, KH, KW) array, and optionally "speedup" and "flops_pct" (two values each).
+    Returns the path written.
+    """
+    figure, axes = plt.subplots(len(rows), 3, figsize=(13, 3.0 * len(rows)), squeeze=False,
+                                gridspec_kw={"width_ratios": [1.3, 2.2, 1]}, layout="constrained")
+    for (tiles, matrix, bars), row in zip(axes, rows):
+        _filter_tiles(tiles, np.asarray(row["conv1"]), f"{row['name']}: conv1 filters")
+        nonzero = np.asarray(row["conv2"]).reshape(row["conv2"].shape[0], -1) != 0  # (N, C*KH*KW)
+        matrix.imshow(nonzero, cmap="Greys", aspect="auto", interpolation="nearest")
+        matrix.set_title(f"conv2 W2 nonzeros: {int(nonzero.any(axis=1).sum())} filters x "
+                         f"{int(nonzero.any(axis=0).sum())} columns", fontsize=9)
+        matrix.set_xlabel("shape column (c, kh, kw)")
+        matrix.set_ylabel("filter")
+        if row.get("speedup"):
+            ideal = [100.0 / pct for pct in row["flops_pct"]]
+            positions = np.arange(2)
+            bars.bar(positions - 0.2, row["speedup"], 0.4, label="measured")
+            bars.bar(positions + 0.2, ideal, 0.4, label="1 / FLOP fraction", alpha=0.5)
+            bars.set_xticks(positions)
+            bars.set_xticklabels(["conv1", "conv2"])
+            bars.set_title("forward speedup (batch 100)", fontsize=9)
+            bars.legend(fontsize=7)
+        else:
+            bars.axis("off")
+    return _save(figure, path)
+
+
+def _filter_tiles(axis, weight, title):
+    """Draw the filters of a one-channel conv weight (N, 1, KH, KW) side by side."""
+    count, _, height, width = weight.shape
+    columns = int(np.ceil(count / 2))
+    canvas = np.full((2 * (height + 1), columns * (width + 1)), np.nan)
+    scale = np.abs(weight).max() or 1.0
+    for index in range(count):
+        top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+        if np.any(weight[index]):
+            canvas[top:top + height, left:left + width] = weight[index, 0] / scale
+    axis.imshow(canvas, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    kept = int(np.any(weight.reshape(count, -1) != 0, axis=1).sum())
+    axis.set_title(f"{title} ({kept} of {count} nonzero)", fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])

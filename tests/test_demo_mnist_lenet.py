@@ -29,6 +29,7 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
         assert row["cut"]["groups_zeroed"] >= 0
     assert [rule["kind"] for rule in filters["rules"]] == ["filter", "filter", "channel"]
     assert len(results["history"]) == 1 + 2 * (1 + 1)
+    assert (out / "sparsity.png").stat().st_size > 0 and not list(out.glob("*.part*"))
 
 
 def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
