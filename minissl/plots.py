@@ -71,7 +71,8 @@ def conv_sparsity_figure(rows, path):
     for (tiles, matrix, bars), row in zip(axes, rows):
         _filter_tiles(tiles, np.asarray(row["conv1"]), f"{row['name']}: conv1 filters")
         nonzero = np.asarray(row["conv2"]).reshape(row["conv2"].shape[0], -1) != 0  # (N, C*KH*KW)
-        matrix.imshow(nonzero, cmap="Greys", aspect="auto", interpolation="nearest")
+        matrix.imshow(nonzero.astype(float), cmap="Greys", vmin=0, vmax=1, aspect="auto",
+                      interpolation="nearest")
         matrix.set_title(f"conv2 W2 nonzeros: {int(nonzero.any(axis=1).sum())} filters x "
                          f"{int(nonzero.any(axis=0).sum())} columns", fontsize=9)
         matrix.set_xlabel("shape column (c, kh, kw)")
