@@ -172,14 +172,19 @@ class _Analysis:
         self._walk()
 
     def _record(self, name, module, index, flattened_from):
-        block = 1 if flattened_from is None or len(flattened_from) < 2 else int(
-            np.prod(flattened_from[1:]))
+        # a Linear after Flatten reads each channel c of the (C, H, W) map as the block of
+        # H*W columns c*H*W ... (c+1)*H*W - 1; everywhere else a channel is one column
+        block = 1
+        if flattened_from is not None and len(flattened_from) > 1:
+            block = int(np.prod(flattened_from[1:]))
         record = _WeightLayer(name, module, self.shapes[index], self.shapes[index + 1], block)
         self.records[name] = record
         self.order.append(name)
         return record
 
     def _walk(self):
+        """Pair each Linear/Conv2d (the producer) with the next one (the consumer) when only
+        channelwise modules lie between them; a residual block between is a barrier."""
         producer, norms, barrier, flattened_from = None, [], False, None
         for index, module in enumerate(self.modules):
             name = str(index)
@@ -197,7 +202,7 @@ class _Analysis:
                 producer, norms, barrier, flattened_from = record, [], False, None
             elif isinstance(module, nn.BasicBlock):
                 self._walk_block(name, module, index)
-                producer, norms, barrier = producer, [], True
+                norms, barrier = [], True  # the block's input and output widths are fixed
             else:
                 if isinstance(module, nn.BatchNorm2d) and not barrier:
                     norms.append((name, module))
