@@ -150,15 +150,42 @@ def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None
               f"test error {test_error:.2%}  {seconds:.1f} s{text}")
 
 
+def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phase=None):
+    """The SSL schedule every demo follows, returning (CutReport, error before, error after).
+
+    1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr;
+    2. the reported cut: groups with 0 < norm < args.cut set to exactly zero, with the test
+       error before and after (DESIGN.md: the vanishing-threshold trap);
+    3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
+    `ssl_phase` names step 1 in the log (default: `name`).
+    """
+    train_phase(model, args, split, history, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
+                describe)
+    error_before = error_rate(model, split[2], split[3])
+    cut = lasso.zero_small_groups(args.cut)
+    error_after = error_rate(model, split[2], split[3])
+    print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {args.cut:g} set to exactly "
+          f"zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "
+          f"{error_before:.2%} -> {error_after:.2%}")
+    if args.finetune_epochs:
+        train_phase(model, args, split, history, f"{name} fine-tune", args.finetune_epochs,
+                    args.finetune_lr, lasso.hold_zeros(), describe)
+    return cut, error_before, error_after
+
+
 def fill_epoch_defaults(args, n_train, defaults, quick_defaults, full_size=60000):
     """Set the epoch counts the user did not give: the (quick) defaults, multiplied by
     round(full_size / n_train) so that a smaller training set (the bundled 8,000-image
-    sample) gets the same number of SGD steps as the full MNIST. Returns the factor.
+    sample) gets the same number of SGD steps as the full MNIST; says so when it scales.
+    Returns the factor.
     """
     factor = max(1, round(full_size / n_train))
     for name, default in (quick_defaults if args.quick else defaults).items():
         if getattr(args, name) is None:
             setattr(args, name, default * factor)
+    if factor > 1:
+        print(f"note: {n_train:,} training images instead of {full_size:,}: default epoch counts "
+              f"are multiplied by {factor} to keep the full run's number of SGD steps")
     return factor
 
 

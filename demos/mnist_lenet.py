@@ -127,17 +127,7 @@ def ssl_row(args, split, history, row):
     rules = ssl_rules(row, args)
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
     name = f"SSL {row}"
-    common.train_phase(model, args, split, history, name, args.ssl_epochs, args.lr, lasso,
-                       describe_structure)
-    error_before = common.error_rate(model, split[2], split[3])
-    cut = lasso.zero_small_groups(args.cut)
-    error_after = common.error_rate(model, split[2], split[3])
-    print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {args.cut:g} set to exactly "
-          f"zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "
-          f"{error_before:.2%} -> {error_after:.2%}")
-    if args.finetune_epochs:
-        common.train_phase(model, args, split, history, f"{name} fine-tune", args.finetune_epochs,
-                           args.finetune_lr, lasso.hold_zeros(), describe_structure)
+    cut, _, _ = common.ssl_phases(model, lasso, args, split, history, name, describe_structure)
     return result_row(name, model, split, rules, cut)
 
 
@@ -186,10 +176,7 @@ def main(argv=None):
     started = time.perf_counter()
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
-    factor = common.fill_epoch_defaults(args, len(split[1]), EPOCHS, QUICK_EPOCHS)
-    if factor > 1:
-        print(f"note: {len(split[1]):,} training images instead of 60,000: default epoch counts "
-              f"are multiplied by {factor} to keep the full run's number of SGD steps")
+    common.fill_epoch_defaults(args, len(split[1]), EPOCHS, QUICK_EPOCHS)
     history, rows = [], []
     if not args.no_baseline:
         model = models.lenet(seed=args.seed).to_backend()

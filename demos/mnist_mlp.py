@@ -77,12 +77,6 @@ def fill_epoch_defaults(args, n_train):
     return common.fill_epoch_defaults(args, n_train, EPOCHS, QUICK_EPOCHS, FULL_TRAIN_SIZE)
 
 
-def train(model, args, split, history, phase, epochs, lr, regularizer=None):
-    """Train one phase (common.train_phase); SSL phases also log the neurons per layer."""
-    describe = describe_neurons if isinstance(regularizer, ssl.GroupLasso) else None
-    common.train_phase(model, args, split, history, phase, epochs, lr, regularizer, describe)
-
-
 def describe_neurons(model):
     """The neurons per layer, as a history field and as text for the epoch line."""
     neurons = chain_report(model)["neurons"]
@@ -100,16 +94,9 @@ def ssl_row(args, split, history, index, lambdas):
                            min_prox_lr=args.prox_lr_floor)
     lasso = ssl.GroupLasso(model, config)
     name = f"SSL {index}"
-    train(model, args, split, history, f"{name} ({args.mode})", args.ssl_epochs, args.lr, lasso)
-    error_before_cut = common.error_rate(model, split[2], split[3])
-    cut = lasso.zero_small_groups(args.cut)
-    error_after_cut = common.error_rate(model, split[2], split[3])
-    print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {args.cut:g} set to exactly zero "
-          f"(largest such norm {cut.largest_norm_zeroed:.2e}); test error {error_before_cut:.2%} -> "
-          f"{error_after_cut:.2%}")
-    if args.finetune_epochs:
-        train(model, args, split, history, f"{name} fine-tune", args.finetune_epochs, args.finetune_lr,
-              lasso.hold_zeros())
+    cut, error_before_cut, error_after_cut = common.ssl_phases(
+        model, lasso, args, split, history, name,
+        describe_neurons, ssl_phase=f"{name} ({args.mode})")
     report = chain_report(model)
     _, compacted = common.compaction_report(model, split[2], split[3])
     if compacted is not None:
@@ -162,14 +149,11 @@ def main(argv=None):
     started = time.perf_counter()
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
-    factor = fill_epoch_defaults(args, len(split[1]))
-    if factor > 1:
-        print(f"note: {len(split[1]):,} training images instead of {FULL_TRAIN_SIZE:,}: default epoch counts "
-              f"are multiplied by {factor} to keep the full run's number of SGD and prox steps")
+    fill_epoch_defaults(args, len(split[1]))
     history, rows = [], []
     if not args.no_baseline:
         model = models.mlp(seed=args.seed).to_backend()
-        train(model, args, split, history, "baseline", args.epochs, args.lr)
+        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr)
         report = chain_report(model)
         rows.append({"name": "baseline", "error": common.error_rate(model, split[2], split[3]),
                      "neurons": report["neurons"], "flops_pct": report["flops_pct"]})
