@@ -85,7 +85,7 @@ def mlp_structure(row, seed):
     return model, (784,), ["0", "2", "4"]
 
 
-def test_images(input_shape):
+def mnist_test_images(input_shape):
     """MNIST test images (all 10,000 when found locally, else the bundled sample's 2,000)."""
     try:
         dataset = data.mnist(download=False)
@@ -114,22 +114,12 @@ def time_row(row, structure, batch, args, images):
                            f"{len(images) - agree} images")
     rng = np.random.default_rng(args.seed)
     x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
-    activations, layers = {}, []
-    current = x
-    for index, module in enumerate(model):  # each layer is timed on its real input shape
-        activations[str(index)] = current
-        current = module(current)
-    for position, name in enumerate(layer_names):
-        speed = timing.layer_speed(name, model[int(name)], plan, activations[name],
-                                   args.repeats, min_seconds=args.min_seconds)
-        paper = row.get("paper_speedup", (None,) * len(layer_names))
-        paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
-        layers.append({"layer": name, "flop_pct": speed.flop_pct,
-                       "paper_flop_pct": paper_flops[position], "speedup": speed.speedup,
-                       "ideal_speedup": speed.ideal_speedup, "efficiency": speed.efficiency,
-                       "gemm_speedup": speed.gemm_speedup,
-                       "csr_speedup": speed.csr_speedup,
-                       "paper_speedup": paper[position] if position < len(paper) else None})
+    speeds = timing.layer_speeds(model, plan, x, layer_names, args.repeats,
+                                 min_seconds=args.min_seconds)
+    paper = row.get("paper_speedup", (None,) * len(layer_names))
+    paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
+    layers = [{**speed.summary(), "paper_flop_pct": paper_flops[position],
+               "paper_speedup": paper[position]} for position, speed in enumerate(speeds)]
     whole = timing.network_speedup(model, small, x, args.repeats, min_seconds=args.min_seconds)
     return {"name": row["name"], "batch": batch, "layers": layers, "whole_speedup": whole,
             "same_predictions": f"{agree}/{len(images)}",
@@ -180,7 +170,7 @@ def main(argv=None):
     else:
         specs, structure, labels = MLP_ROWS, mlp_structure, {"0": "fc1", "2": "fc2", "4": "fc3"}
     results = []
-    images = test_images((1, 28, 28) if args.paper == "lenet" else (784,))
+    images = mnist_test_images((1, 28, 28) if args.paper == "lenet" else (784,))
     for batch in dict.fromkeys((args.batch, 1)):
         rows = [time_row(spec, structure, batch, args, images) for spec in specs]
         print(f"\n{args.paper}, batch {batch} (speedup = dense time / compacted time; "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minissl import Tensor, compact, data, nn, no_grad, ops, optim, set_backend, timing, to_numpy
+from minissl import Tensor, compact, data, no_grad, ops, optim, set_backend, timing, to_numpy
 from minissl.backend import array_module
 
 EVAL_BATCH = 1000
@@ -211,9 +211,9 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
     `inputs` (N, ...) are real test images: the compacted model must predict exactly the
     sparse model's classes on all of them (else RuntimeError: a bug, never a result).
     Returns (None, None), after saying why, when SSL left a layer with nothing (every unit
-    zero). Otherwise returns (small model, dict) with the test error, the plan's FLOPs and parameters, the
-    forward speedup of each Linear/Conv2d layer (dense vs compacted vs CSR, batch `batch`,
-    each layer fed its real activations) and of the whole network.
+    zero). Otherwise returns (small model, dict) with the test error, the plan's FLOPs and
+    parameters, and the forward speedup of each Linear/Conv2d layer (timing.layer_speeds,
+    batch `batch`) and of the whole network.
     """
     try:
         small, plan = compact.compact(model, input_shape)
@@ -224,18 +224,9 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
     if not np.array_equal(sparse_predictions, small_predictions):
         differ = int((sparse_predictions != small_predictions).sum())
         raise RuntimeError(f"the compacted model disagrees with the sparse one on {differ} images")
-    model.eval()
     x = Tensor(on_backend(inputs[:batch]))
-    layers, current = [], x
-    with no_grad():
-        for index, module in enumerate(model):
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                speed = timing.layer_speed(str(index), module, plan, current,
-                                           min_seconds=TIMING_MIN_SECONDS)
-                layers.append({"layer": str(index), "flop_pct": speed.flop_pct,
-                               "speedup": speed.speedup, "ideal_speedup": speed.ideal_speedup,
-                               "csr_speedup": speed.csr_speedup})
-            current = module(current)
+    layers = [speed.summary() for speed in
+              timing.layer_speeds(model, plan, x, min_seconds=TIMING_MIN_SECONDS)]
     whole = timing.network_speedup(model, small, x, min_seconds=TIMING_MIN_SECONDS)
     return small, {"error": float((small_predictions != labels).mean()),
                    "predictions_equal": True, "params": [plan.params_before, plan.params_after],

@@ -112,6 +112,12 @@ class LayerSpeed:
     def csr_speedup(self):
         return self.dense_s / self.csr_s
 
+    def summary(self):
+        """The ratios as a plain dict (for tables and JSON)."""
+        return {"layer": self.layer, "flop_pct": self.flop_pct, "speedup": self.speedup,
+                "ideal_speedup": self.ideal_speedup, "efficiency": self.efficiency,
+                "gemm_speedup": self.gemm_speedup, "csr_speedup": self.csr_speedup}
+
 
 def _csr_forward(module, weight, x):
     """y = W x with W in CSR form; conv layers multiply the im2col patch matrix."""
@@ -163,6 +169,26 @@ def _gemm_operands(module, x):
     (kernel_h, kernel_w), stride, padding = module.kernel_size, module.stride, module.padding
     patches = kernels.im2col(x.data, kernel_h, kernel_w, stride, padding, rows=rows)
     return weight.reshape(weight.shape[0], -1), patches
+
+
+def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2):
+    """layer_speed for the Linear/Conv2d layers of a Sequential (all, or those named in
+    `layers`), each fed its real activations: x goes through the model once, in eval mode.
+
+    Shapes: x (B, *input shape). Returns a list of LayerSpeed in forward order.
+    """
+    model.eval()
+    speeds, current = [], x
+    with no_grad():
+        for index, module in enumerate(model):
+            name = str(index)
+            wanted = name in layers if layers is not None else isinstance(
+                module, (nn.Linear, nn.Conv2d))
+            if wanted:
+                speeds.append(layer_speed(name, module, plan, current, repeats, warmup,
+                                          min_seconds))
+            current = module(current)
+    return speeds
 
 
 def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):

@@ -81,3 +81,14 @@ def test_basic_block_with_zero_branch_is_relu_of_the_shortcut(rng):
         parameter.data[...] = 0
     x = rng.standard_normal((2, 2, 4, 4))
     np.testing.assert_array_equal(block(Tensor(x)).data, np.maximum(x, 0))
+
+
+def test_take_layer_validates_once_and_names_a_short_input():
+    with pytest.raises(ValueError, match="unique"):
+        nn.Take([1, 1])
+    with pytest.raises(ValueError, match="non-negative"):
+        nn.Take([-1, 2])
+    with pytest.raises(ValueError, match="at least 4 entries on axis 1"):
+        nn.Take([0, 3])(Tensor(np.zeros((2, 3), np.float32)))
+    np.testing.assert_array_equal(nn.Take([2, 0])(Tensor(np.arange(6.0).reshape(2, 3))).data,
+                                  [[2, 0], [5, 3]])

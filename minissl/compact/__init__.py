@@ -8,6 +8,9 @@ the same function (DESIGN.md, Compaction).
 activation shapes that FLOP counts need.
 """
 
+import numpy as np
+
+from minissl.backend import xp_of
 from minissl.compact.build import build_compacted, build_layer
 from minissl.compact.plan import CompactionPlan, LayerPlan, plan_compaction
 from minissl.compact.shapes import CompactionError
@@ -23,8 +26,8 @@ def compact(model, input_shape=None):
     """
     plan = plan_compaction(model, input_shape)
     small = build_compacted(model, plan)
-    if any(type(p.data).__module__.startswith("cupy") for p in model.parameters()):
-        small.to_backend()
+    if any(xp_of(parameter.data) is not np for parameter in model.parameters()):
+        small.to_backend()  # built from NumPy copies; follow the model onto the GPU
     return small, plan
 
 

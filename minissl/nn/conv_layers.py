@@ -98,11 +98,14 @@ class Take(Module):
         self.indices = np.asarray(indices, dtype=np.int64)
         if self.indices.ndim != 1 or len(np.unique(self.indices)) != len(self.indices):
             raise ValueError("Take needs a 1-D array of unique indices")
+        if len(self.indices) and self.indices.min() < 0:
+            raise ValueError("Take needs non-negative indices")
+        self.needed = int(self.indices.max()) + 1 if len(self.indices) else 0
 
     def forward(self, x):
-        if x.ndim < 2 or (len(self.indices) and self.indices.max() >= x.shape[1]):
-            raise ValueError(f"{self!r} expects an input with more than "
-                             f"{self.indices.max()} entries on axis 1, got {x.shape}")
+        if x.ndim < 2 or x.shape[1] < self.needed:
+            raise ValueError(f"{self!r} expects an input with at least {self.needed} entries "
+                             f"on axis 1, got {x.shape}")
         # the indices were checked once above, so skip ops.take's per-call uniqueness check
         return TakeFunction.apply(x, indices=xp_of(x.data).asarray(self.indices))
 
