@@ -20,11 +20,11 @@ def _quiet_idle_threads():
     """Let idle threads of the OpenMP (Numba) and OpenBLAS pools sleep instead of spin,
     unless the user set these variables.
 
-    Why (measured, docs/results.md): both pools keep their threads spinning for a while
-    after each parallel call. On 2 cores, alternating Numba kernels and BLAS GEMMs (every
-    conv layer does) then ran up to 3x slower than either alone (LeNet training step: 64 ms
-    spinning, 17 ms with passive OpenMP threads; a Numba GEMM right after a BLAS GEMM: 50%
-    of its speed until OpenBLAS's threads also sleep at once, OPENBLAS_THREAD_TIMEOUT=4).
+    Why (`python -m benchmarks.threads`, docs/results.md): both pools keep their threads
+    spinning for a while after each parallel call. On 2 cores, alternating Numba kernels and
+    BLAS GEMMs (every conv layer does) then ran up to 3x slower (LeNet training step: 82 ms
+    spinning, 23 ms with these settings; a Numba GEMM right after a BLAS GEMM: 45 GFLOP/s
+    while OpenBLAS's threads spin, 115 once they sleep at once).
     Both libraries read these when they start, so this runs before NumPy is imported; a
     program that imported NumPy before minissl keeps OpenBLAS's default.
     """

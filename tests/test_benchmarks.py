@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from benchmarks import kernels, speedup, train_throughput
+from benchmarks import kernels, speedup, threads, train_throughput
 
 
-@pytest.mark.parametrize("module", [kernels, speedup, train_throughput])
+@pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
