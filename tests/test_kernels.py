@@ -48,8 +48,12 @@ def test_numba_im2col_equals_reference(case):
     x, kernel_h, kernel_w, stride, padding = case
     sizes = _sizes(*case)
     contiguous = np.ascontiguousarray(x)
-    expected = reference.im2col(x, kernel_h, kernel_w, stride, padding, *sizes)
-    got = numba_cpu.im2col(contiguous, kernel_h, kernel_w, stride, padding, *sizes)
+    shape = (x.shape[1] * kernel_h * kernel_w, x.shape[0] * sizes[0] * sizes[1])
+    expected = reference.im2col(x, kernel_h, kernel_w, stride, padding, *sizes,
+                                np.empty(shape, x.dtype))
+    stale = np.full(shape, np.nan, x.dtype)  # the kernel must overwrite every entry
+    got = numba_cpu.im2col(contiguous, kernel_h, kernel_w, stride, padding, *sizes, stale)
+    assert got is stale
     np.testing.assert_array_equal(got, expected)
 
 
@@ -61,9 +65,9 @@ def test_numba_col2im_equals_reference(case):
     rows = x.shape[1] * kernel_h * kernel_w
     cols = np.random.default_rng(0).standard_normal((rows, x.shape[0] * sizes[0] * sizes[1]))
     cols = cols.astype(x.dtype)
-    args = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], kernel_h, kernel_w, stride, padding)
-    expected = reference.col2im(cols, *args, *sizes)
-    got = numba_cpu.col2im(cols, *args, *sizes)
+    args = (kernel_h, kernel_w, stride, padding, *sizes)
+    expected = reference.col2im(cols, *args, np.empty(x.shape, x.dtype))
+    got = numba_cpu.col2im(cols, *args, np.full(x.shape, np.nan, x.dtype))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -179,16 +183,18 @@ def test_numba_gathered_im2col_and_col2im_equal_reference(case, seed):
     picked[seed % count] = True
     rows = np.flatnonzero(picked).astype(np.int64)
     contiguous = np.ascontiguousarray(x)
-    expected = reference.gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, *sizes)
-    got = numba_cpu.gathered_im2col(contiguous, rows, kernel_h, kernel_w, stride, padding, *sizes)
+    geometry = (kernel_h, kernel_w, stride, padding, *sizes)
+    shape = (len(rows), x.shape[0] * sizes[0] * sizes[1])
+    expected = reference.gathered_im2col(x, rows, *geometry, np.empty(shape, x.dtype))
+    got = numba_cpu.gathered_im2col(contiguous, rows, *geometry, np.full(shape, np.nan, x.dtype))
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(got, kernels.im2col(contiguous, kernel_h, kernel_w, stride,
                                                       padding)[rows])
     cols = np.random.default_rng(seed).standard_normal(expected.shape).astype(x.dtype)
-    args = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], kernel_h, kernel_w, stride, padding)
-    np.testing.assert_allclose(numba_cpu.gathered_col2im(cols, rows, *args, *sizes),
-                               reference.gathered_col2im(cols, rows, *args, *sizes),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        numba_cpu.gathered_col2im(cols, rows, *geometry, np.full(x.shape, np.nan, x.dtype)),
+        reference.gathered_col2im(cols, rows, *geometry, np.empty(x.shape, x.dtype)),
+        rtol=1e-6, atol=1e-6)
 
 
 def test_gathered_rows_are_validated():
@@ -209,10 +215,10 @@ def test_kernels_run_as_plain_python_with_numba_disabled():
         "import numpy as np\n"
         "from minissl.kernels import numba_cpu as n, reference as r\n"
         "x = np.random.default_rng(0).standard_normal((2, 2, 5, 6))\n"
-        "a = n.im2col(x, 3, 2, 2, 1, 3, 4)\n"
-        "assert np.array_equal(a, r.im2col(x, 3, 2, 2, 1, 3, 4))\n"
-        "assert np.allclose(n.col2im(a, 2, 2, 5, 6, 3, 2, 2, 1, 3, 4),"
-        " r.col2im(a, 2, 2, 5, 6, 3, 2, 2, 1, 3, 4))\n"
+        "a = n.im2col(x, 3, 2, 2, 1, 3, 4, np.empty((12, 24)))\n"
+        "assert np.array_equal(a, r.im2col(x, 3, 2, 2, 1, 3, 4, np.empty((12, 24))))\n"
+        "assert np.allclose(n.col2im(a, 3, 2, 2, 1, 3, 4, np.empty(x.shape)),"
+        " r.col2im(a, 3, 2, 2, 1, 3, 4, np.empty(x.shape)))\n"
         "out, arg = n.max_pool2d(x, 2, 2, 2, 3)\n"
         "assert np.array_equal(out, r.max_pool2d(x, 2, 2, 2, 3)[0])\n"
         "assert np.allclose(n.gemm(x[0, 0], x[1, 0].T), x[0, 0] @ x[1, 0].T)\n"
@@ -222,3 +228,26 @@ def test_kernels_run_as_plain_python_with_numba_disabled():
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_im2col_and_col2im_write_into_the_given_buffers():
+    """The convolution passes reused buffers as `out`; the result must land in them."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    buffer = np.full((27, 2 * 25), np.nan, np.float32)
+    cols = kernels.im2col(x, 3, 3, 1, 1, out=buffer)
+    assert cols is buffer
+    np.testing.assert_array_equal(cols, kernels.im2col(x, 3, 3, 1, 1))
+    image = np.full(x.shape, np.nan, np.float32)
+    assert kernels.col2im(cols, x.shape, 3, 3, 1, 1, out=image) is image
+    np.testing.assert_allclose(image, kernels.col2im(cols, x.shape, 3, 3, 1, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("out, message", [
+    (np.empty((27, 49), np.float32), r"shape \(27, 50\)"),
+    (np.empty((27, 50), np.float64), "float32 array"),
+    (np.empty((50, 27), np.float32).T, "C-contiguous"),
+])
+def test_im2col_rejects_a_wrong_out_buffer(out, message):
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=message):
+        kernels.im2col(x, 3, 3, 1, 1, out=out)

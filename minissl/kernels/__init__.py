@@ -83,31 +83,51 @@ def _check_rows(rows, count):
     return rows
 
 
-def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None):
+def _check_out(name, out, shape, dtype):
+    """Raise a clear error unless `out` is a C-contiguous array of `shape` and `dtype`."""
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{name} must be a {dtype} array of shape {tuple(shape)}, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+
+
+def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
     """Unfold image patches into the columns of a matrix for convolution as a GEMM.
 
     Shapes: x (B, C, H, W) -> (C*KH*KW, B*OH*OW); row (c, kh, kw), column (b, oh, ow).
     With `rows` (increasing indices of (c, kh, kw) rows), only those rows: (R, B*OH*OW),
-    the gathered im2col of a shape-compacted convolution.
-    Raises ValueError/TypeError for a wrong rank, dtype, rows, or a kernel larger than the input.
+    the gathered im2col of a shape-compacted convolution. `out`, when given, is a
+    C-contiguous array of that shape and x's dtype that is overwritten and returned (the
+    convolution reuses one buffer instead of allocating and page-faulting a new one).
+    Raises ValueError/TypeError for a wrong rank, dtype, rows, out, or a kernel larger than
+    the input.
     """
     _check_float("im2col input", x, 4)
     out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
     out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
-    x = xp_of(x).ascontiguousarray(x)
-    variant = _variant(x)
+    xp = xp_of(x)
+    x = xp.ascontiguousarray(x)
+    if rows is not None:
+        rows = _check_rows(rows, x.shape[1] * kernel_h * kernel_w)
+    shape = (x.shape[1] * kernel_h * kernel_w if rows is None else len(rows),
+             x.shape[0] * out_h * out_w)
+    if out is None:
+        out = xp.empty(shape, dtype=x.dtype)
+    else:
+        _check_out("im2col out", out, shape, x.dtype)
+    geometry = (kernel_h, kernel_w, stride, padding, out_h, out_w)
     if rows is None:
-        return variant.im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)
-    rows = _check_rows(rows, x.shape[1] * kernel_h * kernel_w)
-    return variant.gathered_im2col(x, xp_of(x).asarray(rows), kernel_h, kernel_w, stride,
-                                   padding, out_h, out_w)
+        return _variant(x).im2col(x, *geometry, out)
+    return _variant(x).gathered_im2col(x, xp.asarray(rows), *geometry, out)
 
 
-def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None):
+def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
     """Fold patch columns back into an image, summing overlaps (the adjoint of im2col).
 
     Shapes: cols (C*KH*KW, B*OH*OW) -> (B, C, H, W) with (B, C, H, W) = x_shape; with
-    `rows`, cols is (R, B*OH*OW) and holds only those rows (the adjoint of the gathered im2col).
+    `rows`, cols is (R, B*OH*OW) and holds only those rows (the adjoint of the gathered
+    im2col). `out`, when given, is a C-contiguous array of x_shape that is overwritten.
     """
     _check_float("col2im input", cols, 2)
     batch, channels, height, width = (int(size) for size in x_shape)
@@ -122,12 +142,14 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None):
                          f"got {tuple(cols.shape)}")
     xp = xp_of(cols)
     cols = xp.ascontiguousarray(cols)
-    geometry = (batch, channels, height, width, kernel_h, kernel_w, stride, padding, out_h, out_w)
-    if rows is None:
-        image = _variant(cols).col2im(cols, *geometry)
+    if out is None:
+        out = xp.empty((batch, channels, height, width), dtype=cols.dtype)
     else:
-        image = _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry)
-    return xp.ascontiguousarray(image)
+        _check_out("col2im out", out, (batch, channels, height, width), cols.dtype)
+    geometry = (kernel_h, kernel_w, stride, padding, out_h, out_w)
+    if rows is None:
+        return _variant(cols).col2im(cols, *geometry, out)
+    return _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry, out)
 
 
 def _pool_sizes(x, kernel, stride, ceil_mode):

@@ -26,30 +26,30 @@ def _window_slice(offset, stride, count):
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
+def im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     """Unfold zero-padded image patches into the columns of a matrix.
 
-    Shapes: x (B, C, H, W) -> cols (C*KH*KW, B*OH*OW).
+    Shapes: x (B, C, H, W) -> cols (C*KH*KW, B*OH*OW), overwritten and returned.
     """
     xp = xp_of(x)
     batch, channels = x.shape[:2]
     padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    patches = xp.empty((channels, kernel_h, kernel_w, batch, out_h, out_w), dtype=x.dtype)
+    patches = cols.reshape(channels, kernel_h, kernel_w, batch, out_h, out_w)  # a view
     for kh in range(kernel_h):
         for kw in range(kernel_w):
-            rows, cols = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
+            rows, cols_ = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
             # (B, C, OH, OW) -> (C, B, OH, OW)
-            patches[:, kh, kw] = padded[:, :, rows, cols].transpose(1, 0, 2, 3)
-    return patches.reshape(channels * kernel_h * kernel_w, batch * out_h * out_w)
+            patches[:, kh, kw] = padded[:, :, rows, cols_].transpose(1, 0, 2, 3)
+    return cols
 
 
-def col2im(cols, batch, channels, height, width, kernel_h, kernel_w, stride, padding,
-           out_h, out_w):
+def col2im(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
     """Fold patch columns back into an image, summing where patches overlap (im2col's adjoint).
 
-    Shapes: cols (C*KH*KW, B*OH*OW) -> x (B, C, H, W).
+    Shapes: cols (C*KH*KW, B*OH*OW) -> x (B, C, H, W), overwritten and returned.
     """
     xp = xp_of(cols)
+    batch, channels, height, width = x.shape
     patches = cols.reshape(channels, kernel_h, kernel_w, batch, out_h, out_w)
     padded = xp.zeros((batch, channels, height + 2 * padding, width + 2 * padding),
                       dtype=cols.dtype)
@@ -58,28 +58,31 @@ def col2im(cols, batch, channels, height, width, kernel_h, kernel_w, stride, pad
             rows, cols_ = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
             # one window offset touches each padded pixel at most once, so += is safe
             padded[:, :, rows, cols_] += patches[:, kh, kw].transpose(1, 0, 2, 3)
-    return padded[:, :, padding:padding + height, padding:padding + width]
+    x[...] = padded[:, :, padding:padding + height, padding:padding + width]
+    return x
 
 
-def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w):
+def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     """Only the patch rows listed in `rows` (shape-compacted convolution).
 
-    Shapes: x (B, C, H, W), rows (R,) int64 indices of (c, kh, kw) -> (R, B*OH*OW).
+    Shapes: x (B, C, H, W), rows (R,) int64 indices of (c, kh, kw) -> cols (R, B*OH*OW),
+    overwritten and returned.
     """
-    return im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w)[rows]
+    xp = xp_of(x)
+    full = xp.empty((x.shape[1] * kernel_h * kernel_w, cols.shape[1]), dtype=x.dtype)
+    cols[...] = im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w, full)[rows]
+    return cols
 
 
-def gathered_col2im(cols, rows, batch, channels, height, width, kernel_h, kernel_w, stride,
-                    padding, out_h, out_w):
+def gathered_col2im(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
     """Adjoint of gathered_im2col: scatter the rows back, then fold.
 
-    Shapes: cols (R, B*OH*OW), rows (R,) -> x (B, C, H, W).
+    Shapes: cols (R, B*OH*OW), rows (R,) -> x (B, C, H, W), overwritten and returned.
     """
     xp = xp_of(cols)
-    full = xp.zeros((channels * kernel_h * kernel_w, cols.shape[1]), dtype=cols.dtype)
+    full = xp.zeros((x.shape[1] * kernel_h * kernel_w, cols.shape[1]), dtype=cols.dtype)
     full[rows] = cols
-    return col2im(full, batch, channels, height, width, kernel_h, kernel_w, stride, padding,
-                  out_h, out_w)
+    return col2im(full, kernel_h, kernel_w, stride, padding, out_h, out_w, x)
 
 
 def _padded_for_pool(x, kernel, stride, out_h, out_w, fill):

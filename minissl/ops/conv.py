@@ -10,13 +10,15 @@ Backward, with G = grad_out as (C_out, B*OH*OW):
 
     grad_W2 = G @ cols.T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
-The GEMMs go through `kernels.matmul` (BLAS); im2col/col2im through the backend's kernels.
+The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 
-Chunks: the patch matrix is C_in*KH*KW times larger than the output. When it would pass
-COLS_CHUNK_ELEMENTS (8 MB of float32), the batch is processed in chunks of images and the
-patches are rebuilt in backward instead of kept. Measured on the CIFAR ConvNet's conv2
-(batch 100, 82 MB of patches): one fresh 82 MB array per call cost more in page faults
-than the whole convolution in chunks (docs/results.md).
+Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
+C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
+Built whole, it costs more in page faults and cache misses than the GEMM it feeds. So the
+batch is processed in chunks of images whose patches fit in about 8 MB (COLS_CHUNK_ELEMENTS),
+the patches are rebuilt in backward instead of kept, and the patch, product and gradient
+matrices of a chunk live in scratch buffers that are reused from call to call (`_scratch`):
+a fresh array of that size would be page-faulted in again on every call.
 
 Reference: Chellapilla et al., "High performance convolutional neural networks for document
 processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caffe, 2014.
@@ -31,6 +33,23 @@ from minissl.ops.shape import reshape
 from minissl.tensor import Tensor
 
 COLS_CHUNK_ELEMENTS = 2 ** 21
+
+_SCRATCH = {}  # (name, array module, dtype) -> flat buffer, grown as needed
+
+
+def _scratch(name, shape, dtype, xp):
+    """A C-contiguous array of `shape` carved from the reusable buffer called `name`.
+
+    Its contents are whatever the last user left. Each name has one buffer per array module
+    and dtype, so two buffers in use at the same time need two names. minissl runs one op at
+    a time per process; these buffers are not for concurrent use from several threads.
+    """
+    size = int(np.prod(shape))
+    key = (name, xp.__name__, np.dtype(dtype).str)
+    buffer = _SCRATCH.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH[key] = xp.empty(size, dtype=dtype)
+    return buffer[:size].reshape(shape)
 
 
 def _image_chunks(batch, rows, pixels):
@@ -47,47 +66,53 @@ class Conv2d(Function):
     def forward(ctx, x, weight2, *bias, kernel_size, stride, padding, rows):
         xp = xp_of(x)
         kernel_h, kernel_w = kernel_size
-        c_out, batch = weight2.shape[0], x.shape[0]
+        (c_out, depth), batch = weight2.shape, x.shape[0]
         out_h = kernels.conv_output_size(x.shape[2], kernel_h, stride, padding)
         out_w = kernels.conv_output_size(x.shape[3], kernel_w, stride, padding)
+        pixels = out_h * out_w
         geometry = (kernel_h, kernel_w, stride, padding)
-        chunks = _image_chunks(batch, weight2.shape[1], out_h * out_w)
-        out = xp.empty((batch, c_out, out_h * out_w), dtype=x.dtype)
+        chunks = _image_chunks(batch, depth, pixels)
+        out = xp.empty((batch, c_out, pixels), dtype=x.dtype)
         for start, stop in chunks:
-            cols = kernels.im2col(x[start:stop], *geometry, rows=rows)  # (R, b*OH*OW)
-            product = kernels.matmul(weight2, cols)  # (C_out, b*OH*OW)
+            images = stop - start
+            cols = kernels.im2col(x[start:stop], *geometry, rows=rows,
+                                  out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
+            product = _scratch("product", (c_out, images * pixels), x.dtype, xp)
+            xp.matmul(weight2, cols, out=product)  # (C_out, b*OH*OW)
             # (C_out, b*OH*OW) -> (C_out, b, OH*OW) -> (b, C_out, OH*OW), plus the bias in
             # the same pass over memory
-            product = product.reshape(c_out, stop - start, -1).transpose(1, 0, 2)
+            product = product.reshape(c_out, images, pixels).transpose(1, 0, 2)
             if bias:
                 xp.add(product, bias[0][:, None], out=out[start:stop])
             else:
                 out[start:stop] = product
         ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
-        ctx.cols = cols if len(chunks) == 1 else None  # one chunk: keep it for backward
         return out.reshape(batch, c_out, out_h, out_w)
 
     @staticmethod
     def backward(ctx, grad_out):
         xp = xp_of(grad_out)
-        c_out = grad_out.shape[1]
+        c_out, pixels = grad_out.shape[1], grad_out.shape[2] * grad_out.shape[3]
         needs = ctx.needs_grad
         weight2, x, geometry, rows = ctx.weight2, ctx.x, ctx.geometry, ctx.rows
+        depth = weight2.shape[1]
         grad_x = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
         grad_weight2 = xp.zeros(weight2.shape, dtype=weight2.dtype) if needs[1] else None
         for start, stop in ctx.chunks:
+            images = stop - start
             # (b, C_out, OH, OW) -> (C_out, b, OH*OW) -> (C_out, b*OH*OW)
-            grad2 = grad_out[start:stop].reshape(stop - start, c_out, -1).transpose(1, 0, 2)
-            grad2 = xp.ascontiguousarray(grad2).reshape(c_out, -1)
+            grad2 = _scratch("grad", (c_out, images * pixels), x.dtype, xp)
+            grad2.reshape(c_out, images, pixels)[...] = grad_out[start:stop].reshape(
+                images, c_out, pixels).transpose(1, 0, 2)
             if needs[0]:
-                grad_cols = kernels.matmul(weight2.T, grad2)  # (R, b*OH*OW)
-                grad_x[start:stop] = kernels.col2im(grad_cols, x[start:stop].shape, *geometry,
-                                                    rows=rows)
+                grad_cols = _scratch("grad_cols", (depth, images * pixels), x.dtype, xp)
+                xp.matmul(weight2.T, grad2, out=grad_cols)  # (R, b*OH*OW)
+                kernels.col2im(grad_cols, (images, *x.shape[1:]), *geometry, rows=rows,
+                               out=grad_x[start:stop])
             if needs[1]:
-                cols = ctx.cols
-                if cols is None:
-                    cols = kernels.im2col(x[start:stop], *geometry, rows=rows)
-                grad_weight2 += kernels.matmul(grad2, cols.T)  # (C_out, R)
+                cols = kernels.im2col(x[start:stop], *geometry, rows=rows,
+                                      out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
+                grad_weight2 += grad2 @ cols.T  # (C_out, R)
         grad_bias = None
         if len(needs) > 2 and needs[2]:
             grad_bias = grad_out.sum(axis=(0, 2, 3))  # (C_out,)
