@@ -251,3 +251,25 @@ def test_im2col_rejects_a_wrong_out_buffer(out, message):
     x = np.zeros((2, 3, 5, 5), np.float32)
     with pytest.raises(ValueError, match=message):
         kernels.im2col(x, 3, 3, 1, 1, out=out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_numba_batch_norm_equals_reference(batch, channels, height, width, dtype, seed):
+    if batch * height * width < 2:
+        return  # one value per channel: ops.batch_norm refuses it before any kernel runs
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((batch, channels, height, width)) * 3 + 1).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 2, channels).astype(dtype), rng.standard_normal(channels)
+    beta = beta.astype(dtype)
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10}
+    for got, expected in zip(numba_cpu.batch_norm_forward(x, gamma, beta, 1e-5),
+                             reference.batch_norm_forward(x, gamma, beta, 1e-5)):
+        np.testing.assert_allclose(got, expected, **tolerance)
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    mean = x.mean(axis=(0, 2, 3))
+    inv_std = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)).astype(dtype)
+    for got, expected in zip(numba_cpu.batch_norm_backward(grad, x, mean, inv_std, gamma),
+                             reference.batch_norm_backward(grad, x, mean, inv_std, gamma)):
+        np.testing.assert_allclose(got, expected, **tolerance)

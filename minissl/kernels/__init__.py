@@ -198,6 +198,30 @@ def avg_pool2d_backward(grad_out, x_shape, kernel, stride=None):
         grad_out, int(x_shape[2]), int(x_shape[3]), kernel, stride))
 
 
+def batch_norm_forward(x, gamma, beta, eps):
+    """Training-mode batch normalization with the batch's own statistics.
+
+    Shapes: x (B, C, H, W), gamma, beta (C,) -> y (B, C, H, W), mean (C,), var (C,) (biased
+    variance). gamma and beta are cast to x's dtype.
+    """
+    _check_float("batch_norm input", x, 4)
+    xp = xp_of(x)
+    x = xp.ascontiguousarray(x)
+    gamma, beta = (xp.ascontiguousarray(v, dtype=x.dtype) for v in (gamma, beta))
+    return _variant(x).batch_norm_forward(x, gamma, beta, float(eps))
+
+
+def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
+    """Gradient of batch_norm_forward. Shapes: grad_out, x (B, C, H, W); mean, inv_std,
+    gamma (C,) -> grad_x (B, C, H, W), grad_gamma (C,), grad_beta (C,)."""
+    if grad_out.shape != x.shape:
+        raise ValueError(f"grad_out {grad_out.shape} and x {x.shape} differ")
+    xp = xp_of(x)
+    grad_out, x = xp.ascontiguousarray(grad_out), xp.ascontiguousarray(x)
+    mean, inv_std, gamma = (xp.ascontiguousarray(v, dtype=x.dtype) for v in (mean, inv_std, gamma))
+    return _variant(x).batch_norm_backward(grad_out, x, mean, inv_std, gamma)
+
+
 def gemm(a, b):
     """Matrix product with the current backend's own kernel (Numba or reference).
 

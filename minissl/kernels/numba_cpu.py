@@ -298,3 +298,81 @@ def gemm(a, b):
             for i in range(i0, i1, 4):
                 _gemm_rows(a, packed, padded, i, min(4, i1 - i), k0, k1 - k0, j0, j1)
     return np.ascontiguousarray(padded[:, :n])
+
+
+# Reductions may be reordered (vectorized sums); NaN and infinity still propagate.
+_SUMS = {"reassoc", "contract"}
+
+
+@njit(parallel=True, cache=True, fastmath=_SUMS)
+def batch_norm_forward(x, gamma, beta, eps):
+    """Normalize each channel with its batch statistics (see reference.batch_norm_forward).
+
+    Shapes: x (B, C, H, W), gamma, beta (C,) -> y (B, C, H, W), mean (C,), var (C,).
+    One thread per channel; its B runs of H*W values are read three times (mean, variance
+    around the mean, output), with float64 sums.
+    """
+    batch, channels, height, width = x.shape
+    pixels = height * width
+    count = batch * pixels
+    y = np.empty_like(x)
+    mean, var = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+    for c in prange(channels):
+        total = 0.0
+        for b in range(batch):
+            base = U((b * channels + c) * pixels)
+            for i in range(pixels):
+                total += flat_x[base + U(i)]
+        channel_mean = total / count
+        squares = 0.0
+        for b in range(batch):
+            base = U((b * channels + c) * pixels)
+            for i in range(pixels):
+                deviation = flat_x[base + U(i)] - channel_mean
+                squares += deviation * deviation
+        channel_var = squares / count
+        scale = gamma[c] / np.sqrt(channel_var + eps)
+        shift = beta[c] - channel_mean * scale
+        for b in range(batch):
+            base = U((b * channels + c) * pixels)
+            for i in range(pixels):
+                flat_y[base + U(i)] = flat_x[base + U(i)] * scale + shift
+        mean[c], var[c] = channel_mean, channel_var
+    return y, mean, var
+
+
+@njit(parallel=True, cache=True, fastmath=_SUMS)
+def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
+    """Gradient of batch_norm_forward (see reference.batch_norm_backward).
+
+    Shapes: grad_out, x (B, C, H, W); mean, inv_std, gamma (C,)
+    -> grad_x (B, C, H, W), grad_gamma (C,), grad_beta (C,). One thread per channel, two
+    passes: the sums of g and g * x_hat, then grad_x.
+    """
+    batch, channels, height, width = x.shape
+    pixels = height * width
+    count = batch * pixels
+    grad_x = np.empty_like(x)
+    grad_gamma, grad_beta = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
+    flat_x, flat_g, flat_grad_x = x.reshape(-1), grad_out.reshape(-1), grad_x.reshape(-1)
+    for c in prange(channels):
+        center, spread = mean[c], inv_std[c]
+        sum_g, sum_g_xhat = 0.0, 0.0
+        for b in range(batch):
+            base = U((b * channels + c) * pixels)
+            for i in range(pixels):
+                g = flat_g[base + U(i)]
+                sum_g += g
+                sum_g_xhat += g * ((flat_x[base + U(i)] - center) * spread)
+        scale = gamma[c] * spread
+        mean_g, mean_g_xhat = sum_g / count, sum_g_xhat / count
+        for b in range(batch):
+            base = U((b * channels + c) * pixels)
+            for i in range(pixels):
+                x_hat = (flat_x[base + U(i)] - center) * spread
+                flat_grad_x[base + U(i)] = scale * (flat_g[base + U(i)] - mean_g
+                                                    - x_hat * mean_g_xhat)
+        grad_gamma[c], grad_beta[c] = sum_g_xhat, sum_g
+    return grad_x, grad_gamma, grad_beta
+

@@ -174,3 +174,34 @@ def avg_pool2d_backward(grad_out, height, width, kernel, stride):
 def gemm(a, b):
     """Matrix product. Shapes: a (M, K), b (K, N) -> (M, N). Here: the array module's BLAS."""
     return a @ b
+
+
+def batch_norm_forward(x, gamma, beta, eps):
+    """Normalize each channel with its batch statistics, then scale and shift.
+
+    Shapes: x (B, C, H, W), gamma, beta (C,) -> y (B, C, H, W), mean (C,), var (C,)
+    (var biased: the mean of squared deviations over the B*H*W values of a channel).
+    """
+    xp = xp_of(x)
+    mean = x.mean(axis=(0, 2, 3))  # (C,)
+    centered = x - mean.reshape(1, -1, 1, 1)
+    var = (centered * centered).mean(axis=(0, 2, 3))  # (C,)
+    scale = gamma / xp.sqrt(var + eps)  # (C,)
+    return centered * scale.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1), mean, var
+
+
+def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
+    """Gradient of batch_norm_forward (see ops/norm.py for the formula).
+
+    Shapes: grad_out, x (B, C, H, W); mean, inv_std, gamma (C,)
+    -> grad_x (B, C, H, W), grad_gamma (C,), grad_beta (C,).
+    """
+    count = x.size // x.shape[1]
+    x_hat = (x - mean.reshape(1, -1, 1, 1)) * inv_std.reshape(1, -1, 1, 1)
+    grad_gamma = (grad_out * x_hat).sum(axis=(0, 2, 3))
+    grad_beta = grad_out.sum(axis=(0, 2, 3))
+    scale = (gamma * inv_std).reshape(1, -1, 1, 1)
+    grad_x = scale * (grad_out - (grad_beta / count).reshape(1, -1, 1, 1)
+                      - x_hat * (grad_gamma / count).reshape(1, -1, 1, 1))
+    return grad_x, grad_gamma, grad_beta
+

@@ -112,12 +112,12 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.positive = x > 0
-        return x * ctx.positive
+        ctx.out = xp_of(x).maximum(x, 0)  # the output (needed anyway) instead of a mask
+        return ctx.out
 
     @staticmethod
     def backward(ctx, grad_out):
-        return (grad_out * ctx.positive,)
+        return (grad_out * (ctx.out > 0),)
 
 
 def add(a, b):

@@ -12,6 +12,7 @@ Backward in train mode (n = B*H*W values per channel, g = grad_y * gamma):
     grad_x = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps)
 """
 
+from minissl import kernels
 from minissl.autograd import Function
 from minissl.backend import xp_of
 from minissl.tensor import Tensor
@@ -24,35 +25,30 @@ def _per_channel(vector):
 
 
 class BatchNormTrain(Function):
+    """The loops (statistics, normalization, both sums of backward) are kernels
+    (`kernels.batch_norm_forward` / `_backward`); this Function keeps x, the mean and
+    1/sqrt(var + eps) for backward, as PyTorch does, and recomputes x_hat from them."""
+
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, momentum, eps):
         xp = xp_of(x)
-        mean = x.mean(axis=_AXES)  # (C,)
-        centered = x - _per_channel(mean)
-        var = (centered * centered).mean(axis=_AXES)  # (C,) biased
-        inv_std = 1.0 / xp.sqrt(var + eps)
-        x_hat = centered * _per_channel(inv_std)  # (B, C, H, W)
-        ctx.x_hat, ctx.inv_std, ctx.gamma = x_hat, inv_std, gamma
+        out, mean, var = kernels.batch_norm_forward(x, gamma, beta, eps)  # var biased
+        ctx.x, ctx.mean, ctx.gamma = x, mean, gamma
+        ctx.inv_std = 1.0 / xp.sqrt(var + eps)  # (C,)
         count = x.size // x.shape[1]
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * var * (count / (count - 1))  # unbiased, as in PyTorch
-        return x_hat * _per_channel(gamma) + _per_channel(beta)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x_hat = ctx.x_hat
-        grad_gamma = (grad_out * x_hat).sum(axis=_AXES)  # (C,)
-        grad_beta = grad_out.sum(axis=_AXES)  # (C,)
-        grad_x = None
-        if ctx.needs_grad[0]:
-            count = grad_out.size // grad_out.shape[1]
-            g = grad_out * _per_channel(ctx.gamma)
-            mean_g = _per_channel(g.sum(axis=_AXES) / count)
-            mean_g_xhat = _per_channel((g * x_hat).sum(axis=_AXES) / count)
-            grad_x = (g - mean_g - x_hat * mean_g_xhat) * _per_channel(ctx.inv_std)
-        return grad_x, grad_gamma, grad_beta
+        grad_x, grad_gamma, grad_beta = kernels.batch_norm_backward(
+            grad_out, ctx.x, ctx.mean, ctx.inv_std, ctx.gamma)
+        dtype = ctx.gamma.dtype
+        return (grad_x if ctx.needs_grad[0] else None, grad_gamma.astype(dtype, copy=False),
+                grad_beta.astype(dtype, copy=False))
 
 
 class BatchNormEval(Function):
