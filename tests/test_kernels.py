@@ -273,3 +273,16 @@ def test_numba_batch_norm_equals_reference(batch, channels, height, width, dtype
     for got, expected in zip(numba_cpu.batch_norm_backward(grad, x, mean, inv_std, gamma),
                              reference.batch_norm_backward(grad, x, mean, inv_std, gamma)):
         np.testing.assert_allclose(got, expected, **tolerance)
+
+
+@pytest.mark.parametrize("kernel, padding, height, width", [(3, 1, 8, 8), (5, 2, 7, 9), (1, 0, 4, 6)])
+def test_numba_im2col_same_size_fast_path_equals_reference(kernel, padding, height, width):
+    """Stride 1 with an output as large as the input takes the one-shifted-copy path."""
+    rng = np.random.default_rng(kernel)
+    x = rng.standard_normal((3, 4, height, width)).astype(np.float32)
+    rows = np.flatnonzero(rng.random(4 * kernel * kernel) < 0.6).astype(np.int64)
+    geometry = (kernel, kernel, 1, padding, height, width)
+    shape = (len(rows), 3 * height * width)
+    got = numba_cpu.gathered_im2col(x, rows, *geometry, np.full(shape, np.nan, np.float32))
+    expected = reference.gathered_im2col(x, rows, *geometry, np.empty(shape, np.float32))
+    np.testing.assert_array_equal(got, expected)
