@@ -148,8 +148,12 @@ def gathered_col2im(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_
                     continue
                 start = U((b * out_h + oh) * out_w)
                 target = base + ih * width + kw - padding
-                for ow in range(first, last):
-                    flat_x[U(target + ow * stride)] += patch_row[start + U(ow)]
+                if stride == 1:  # a contiguous run: its own loop, so that LLVM vectorizes it
+                    for ow in range(first, last):
+                        flat_x[U(target + ow)] += patch_row[start + U(ow)]
+                else:
+                    for ow in range(first, last):
+                        flat_x[U(target + ow * stride)] += patch_row[start + U(ow)]
     return x
 
 
