@@ -286,3 +286,16 @@ def test_numba_im2col_same_size_fast_path_equals_reference(kernel, padding, heig
     got = numba_cpu.gathered_im2col(x, rows, *geometry, np.full(shape, np.nan, np.float32))
     expected = reference.gathered_im2col(x, rows, *geometry, np.empty(shape, np.float32))
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 200_000), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_numba_relu_equals_reference(size, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(size).astype(dtype)
+    x[rng.integers(0, size, 3)] = [0.0, -np.inf, np.nan]  # the kink, an infinity, a NaN
+    np.testing.assert_array_equal(numba_cpu.relu_forward(x), reference.relu_forward(x))
+    grad = rng.standard_normal(size).astype(dtype)
+    out = reference.relu_forward(x)
+    np.testing.assert_array_equal(numba_cpu.relu_backward(grad, out),
+                                  reference.relu_backward(grad, out))

@@ -222,6 +222,25 @@ def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
     return _variant(x).batch_norm_backward(grad_out, x, mean, inv_std, gamma)
 
 
+def relu_forward(x):
+    """max(x, 0) elementwise (NaN stays NaN). Shapes: x (any) -> the same shape."""
+    _check_float("relu input", x, x.ndim)
+    x = xp_of(x).ascontiguousarray(x)
+    return _variant(x).relu_forward(x)
+
+
+def relu_backward(grad_out, out):
+    """Gradient of relu from its output: grad_out where out > 0, else 0.
+
+    Shapes: grad_out, out (any, equal) -> the same shape.
+    """
+    if grad_out.shape != out.shape or grad_out.dtype != out.dtype:
+        raise ValueError(f"grad_out {grad_out.dtype} {grad_out.shape} and out {out.dtype} "
+                         f"{out.shape} differ")
+    xp = xp_of(out)
+    return _variant(out).relu_backward(xp.ascontiguousarray(grad_out), xp.ascontiguousarray(out))
+
+
 def gemm(a, b):
     """Matrix product with the current backend's own kernel (Numba or reference).
 

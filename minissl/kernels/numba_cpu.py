@@ -420,3 +420,42 @@ def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
         grad_gamma[c], grad_beta[c] = sum_g_xhat, sum_g
     return grad_x, grad_gamma, grad_beta
 
+
+
+_BLOCK = 65536  # elementwise kernels: values per parallel work item
+
+
+@njit(parallel=True, cache=True)
+def relu_forward(x):
+    """max(x, 0), NaN kept (see reference.relu_forward).
+
+    Shapes: x (any, C-contiguous) -> the same shape. Blocks of _BLOCK values are shared
+    among the threads; within a block the loop runs over slices, which LLVM vectorizes.
+    """
+    out = np.empty_like(x)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    size = flat_x.size
+    for block in prange((size + _BLOCK - 1) // _BLOCK):
+        start, stop = block * _BLOCK, min(size, (block + 1) * _BLOCK)
+        source, target = flat_x[start:stop], flat_out[start:stop]
+        for i in range(stop - start):
+            value = source[i]
+            target[i] = 0 if value <= 0 else value  # NaN is not <= 0: it stays NaN
+    return out
+
+
+@njit(parallel=True, cache=True)
+def relu_backward(grad_out, out):
+    """grad_out where the output is positive, else 0 (see reference.relu_backward).
+
+    Shapes: grad_out, out (any, equal, C-contiguous) -> the same shape.
+    """
+    grad_x = np.empty_like(grad_out)
+    flat_g, flat_out, flat_grad_x = grad_out.reshape(-1), out.reshape(-1), grad_x.reshape(-1)
+    size = flat_g.size
+    for block in prange((size + _BLOCK - 1) // _BLOCK):
+        start, stop = block * _BLOCK, min(size, (block + 1) * _BLOCK)
+        grad, kept, target = flat_g[start:stop], flat_out[start:stop], flat_grad_x[start:stop]
+        for i in range(stop - start):
+            target[i] = grad[i] * (kept[i] > 0)
+    return grad_x

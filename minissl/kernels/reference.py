@@ -205,3 +205,14 @@ def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
                       - x_hat * (grad_gamma / count).reshape(1, -1, 1, 1))
     return grad_x, grad_gamma, grad_beta
 
+
+
+def relu_forward(x):
+    """max(x, 0), elementwise; NaN stays NaN. Shapes: x (any) -> the same shape."""
+    return xp_of(x).maximum(x, 0)
+
+
+def relu_backward(grad_out, out):
+    """Gradient of max(x, 0) from its output: grad_out where out > 0, else 0 (also at the
+    kink x == 0, PyTorch's choice). Shapes: grad_out, out (any, equal) -> the same shape."""
+    return grad_out * (out > 0)
