@@ -15,6 +15,7 @@ The wrappers add about a microsecond per call: negligible next to a convolution.
 """
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
@@ -148,6 +149,7 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--top", type=int, default=None, help="print only the N slowest rows")
+    parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
         parser.error("--steps and --batch must be >= 1, --warmup >= 0")
@@ -159,6 +161,14 @@ def main(argv=None):
     batch = args.batch or MODELS[args.model][1]
     rows, total = profile(args.model, batch, args.steps, args.warmup)
     print_profile(args.model, batch, args.steps, rows, total, args.top)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"model": args.model, "batch": batch, "steps": args.steps,
+                       "ms_per_step": 1000 * total,
+                       "rows": [{"op": name, "direction": direction, "ms_per_step": 1000 * seconds,
+                                 "calls_per_step": calls}
+                                for name, direction, seconds, calls in rows]}, handle, indent=2)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

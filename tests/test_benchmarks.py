@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from benchmarks import kernels, speedup, threads, train_throughput
+from benchmarks import (input_pipeline, kernels, memory_reuse, profile_step, speedup, threads,
+                        train_throughput)
 
 
-@pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput])
+@pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput, profile_step,
+                                    input_pipeline, memory_reuse])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -41,3 +43,23 @@ def test_lenet_structures_have_the_papers_kept_filters_and_columns():
     for layer, kept in ((model[0], 21), (model[2], 41)):
         columns = layer.weight.data.reshape(layer.weight.shape[0], -1)
         assert int((abs(columns).sum(axis=0) > 0).sum()) == kept
+
+
+def test_profile_step_accounts_for_every_op(tmp_path, capsys):
+    """The per-op profile of a LeNet step names the convolution both ways and writes JSON."""
+    path = tmp_path / "profile.json"
+    profile_step.main(["--model", "lenet", "--batch", "8", "--steps", "1", "--warmup", "1",
+                       "--json", str(path)])
+    result = json.loads(path.read_text())
+    keys = {(row["op"], row["direction"]) for row in result["rows"]}
+    assert {("Conv2d", "forward"), ("Conv2d", "backward"), ("MaxPool2d", "backward")} <= keys
+    assert 0 < sum(row["ms_per_step"] for row in result["rows"]) <= result["ms_per_step"]
+    assert "outside ops" in capsys.readouterr().out
+
+
+def test_memory_reuse_keeps_page_faults_away(tmp_path):
+    """With minissl's malloc settings a ConvNet step page-faults far less than without."""
+    path = tmp_path / "memory.json"
+    memory_reuse.main(["--models", "convnet", "--steps", "1", "--json", str(path)])
+    rows = {row["setting"]: row for row in json.loads(path.read_text())["rows"]}
+    assert rows["minissl default"]["faults_per_step"] < rows["glibc default"]["faults_per_step"] / 4
