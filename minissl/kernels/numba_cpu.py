@@ -74,7 +74,7 @@ def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, 
     its negative-index check.
     """
     batch, channels, height, width = x.shape
-    flat_x = x.reshape(-1).view(x.dtype)
+    flat_x = x.reshape(-1)
     pixels = out_h * out_w
     same_size = stride == 1 and out_h == height and out_w == width
     for index in prange(rows.shape[0]):
@@ -102,10 +102,9 @@ def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, 
                 for ow in range(last_inside, out_w):
                     out[start + U(ow)] = 0
                 # flat index of x[b, c, ih, ow * stride - padding + kw], minus ow * stride
-                source = plane + U(ih * width + kw - padding) if first_inside < last_inside \
-                    else plane
+                source = ((b * channels + c) * height + ih) * width + kw - padding
                 for ow in range(first_inside, last_inside):
-                    out[start + U(ow)] = flat_x[source + U(ow * stride)]
+                    out[start + U(ow)] = flat_x[U(source + ow * stride)]
     return cols
 
 
