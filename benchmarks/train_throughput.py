@@ -61,19 +61,10 @@ def load_data(model):
 
 
 def ours_step_function(model_name):
-    from minissl import Tensor, models, ops, optim
+    """One minissl SGD step (the same as benchmarks.profile_step's) for the named model."""
+    from benchmarks.profile_step import build_model, make_step
 
-    builders = {"mlp": models.mlp, "lenet": models.lenet, "convnet": models.cifar_convnet,
-                "resnet20": lambda: models.resnet_cifar(20)}
-    model = builders[model_name]()
-    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def step(inputs, labels):
-        loss = ops.cross_entropy(model(Tensor(inputs)), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return step
+    return make_step(build_model(model_name))
 
 
 def torch_model(model_name):

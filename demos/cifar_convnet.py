@@ -1,0 +1,245 @@
+"""CIFAR-10 ConvNet (Caffe's cifar10_full without LRN: conv 32@5x5, conv 32@5x5, conv 64@5x5,
+pools, fc 10): the paper's row- and column-wise sparsity experiment (Wen et al. 2016,
+section 4.2, Table 3).
+
+    python -m demos.cifar_convnet                  # baseline + two SSL rows (see --help for time)
+    python -m demos.cifar_convnet --quick          # a 10,000-image subset, few epochs
+    python -m demos.cifar_convnet --download       # fetch CIFAR-10 (binary, ~160 MB) first
+    python -m demos.cifar_convnet --synthetic 2000 # random images: a smoke test, no data needed
+    python -m demos.cifar_convnet --help
+
+The baseline trains with SGD (momentum 0.9, weight decay) and a per-step cosine learning
+rate on normalized images with random crops and flips (minissl.augment). Each SSL row
+trains from scratch with the group lasso on conv1-conv3 applied by the proximal step:
+rows of W2 (FILTER groups: whole filters) and columns of W2 (SHAPE groups: one (c, kh, kw)
+fiber across all filters), with the lambdas of --rows-lambda and --columns-lambda scaled by
+the row's factor (--ssl-scales). Then groups with norm below --cut are zeroed (reported),
+the network is fine-tuned with them held at zero, compacted (checked to predict the same
+class on every test image) and each conv layer is timed at batch 100.
+Prints Table 3 (our rows above the paper's) and writes <out>/results.json and
+<out>/filters.png (conv1's filters as RGB tiles, the zero rows and columns of each layer).
+
+Measured on 2 shared cores (docs/results.md): one epoch of 50,000 images takes about
+1-2 minutes, so the default run (15 baseline epochs, then 12 + 3 per SSL row) takes about
+1-1.5 hours and --quick about 4-5 minutes. The paper's Caffe schedule is much longer
+(cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epochs):
+--epochs 130 --ssl-epochs 130 --finetune-epochs 10 follows it.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from demos import common
+from minissl import augment, models, plots, ssl, to_numpy
+from minissl.ssl import GroupKind, GroupRule
+
+# Wen et al. 2016, Table 3 (ConvNet on CIFAR-10), conv1 / conv2 / conv3, in percent.
+PAPER_ROWS = [
+    {"name": "paper #1", "error": 0.179, "row_sparsity": [12.5, 0.0, 0.0],
+     "column_sparsity": [0.0, 0.0, 0.0], "speedup": [1.00, 1.00, 1.00]},
+    {"name": "paper #2", "error": 0.179, "row_sparsity": [50.0, 28.1, 1.6],
+     "column_sparsity": [0.0, 59.3, 35.1], "speedup": [1.43, 3.05, 1.57]},
+    {"name": "paper #3", "error": 0.169, "row_sparsity": [31.3, 0.0, 1.6],
+     "column_sparsity": [0.0, 42.8, 9.8], "speedup": [1.25, 2.01, 1.18]},
+]
+CONV_LAYERS = ("0", "3", "6")  # conv1, conv2, conv3 in models.cifar_convnet()
+INPUT_SHAPE = (3, 32, 32)
+DEFAULT_ROW_LAMBDAS = (0.01, 0.01, 0.005)
+DEFAULT_COLUMN_LAMBDAS = (0.0, 0.02, 0.01)
+EPOCHS = {"epochs": 15, "ssl_epochs": 12, "finetune_epochs": 3}
+QUICK_EPOCHS = {"epochs": 2, "ssl_epochs": 2, "finetune_epochs": 1}
+QUICK_TRAIN, QUICK_TEST = 10000, 2000
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m demos.cifar_convnet",
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[-1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.02, weight_decay=5e-4,
+                                  batch_size=128, out="runs/cifar_convnet", dataset="cifar10")
+    parser.add_argument("--synthetic", type=int, metavar="N", default=None,
+                        help="train on N random CIFAR-shaped images instead of CIFAR-10 (a smoke "
+                             "test of the whole pipeline; the errors mean nothing)")
+    group = parser.add_argument_group("structured sparsity (SSL rows)")
+    group.add_argument("--ssl-scales", type=float, nargs="*", default=[1.0, 2.0],
+                       help="one SSL row per factor, each multiplying the lambdas below "
+                            "(default: 1 2; none: baseline only)")
+    group.add_argument("--rows-lambda", type=float, nargs=3, default=DEFAULT_ROW_LAMBDAS,
+                       metavar=("CONV1", "CONV2", "CONV3"),
+                       help="row (filter) group lambdas of conv1-conv3 "
+                            f"(default {' '.join(map(str, DEFAULT_ROW_LAMBDAS))})")
+    group.add_argument("--columns-lambda", type=float, nargs=3, default=DEFAULT_COLUMN_LAMBDAS,
+                       metavar=("CONV1", "CONV2", "CONV3"),
+                       help="column (shape) group lambdas of conv1-conv3 "
+                            f"(default {' '.join(map(str, DEFAULT_COLUMN_LAMBDAS))})")
+    common.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
+                                      finetune_lr=0.005)
+    args = parser.parse_args(argv)
+    lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
+    common.check_ssl_schedule(parser, args, lambdas)
+    if args.synthetic is not None and args.synthetic < 20:
+        parser.error("--synthetic needs at least 20 images")
+    return args
+
+
+def load_split(args):
+    """(x_train, y_train, x_test, y_test, dataset facts): normalized float32 (N, 3, 32, 32)
+    images with the training set's channel statistics, int64 labels."""
+    if args.synthetic is not None:
+        rng = np.random.default_rng(args.seed)
+        count = args.synthetic
+        images = rng.integers(0, 256, (count, *INPUT_SHAPE), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        cut = count * 4 // 5
+        train, test = (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+        facts = {"name": "synthetic (random images)", "source": f"--synthetic {count}"}
+        print(f"data: {count:,} random CIFAR-shaped images (--synthetic): errors mean nothing")
+    else:
+        dataset = common.load_cifar10(args.data, args.download)
+        train = (dataset.train_images, dataset.train_labels)
+        test = (dataset.test_images, dataset.test_labels)
+        facts = {"name": dataset.name, "source": dataset.source}
+    if args.quick:
+        train = tuple(part[:QUICK_TRAIN] for part in train)
+        test = tuple(part[:QUICK_TEST] for part in test)
+        print(f"--quick: the first {len(train[1]):,} training and {len(test[1]):,} test images")
+    mean, std = augment.channel_statistics(train[0])
+    split = (augment.normalize(train[0], mean, std), train[1].astype(np.int64),
+             augment.normalize(test[0], mean, std), test[1].astype(np.int64))
+    facts.update(n_train=len(split[1]), n_test=len(split[3]), mean=mean.tolist(),
+                 std=std.tolist())
+    return split, facts
+
+
+def conv_structure(model):
+    """Per conv layer: row (filter) and column (shape) sparsity of W2, in percent."""
+    layers = [ssl.weight_sparsity(model[int(name)].weight.data) for name in CONV_LAYERS]
+    return {"row_sparsity": [100.0 * (1 - layer.nonzero_rows / layer.rows) for layer in layers],
+            "column_sparsity": [100.0 * (1 - layer.nonzero_columns / layer.columns)
+                                for layer in layers],
+            "filters": [layer.nonzero_rows for layer in layers],
+            "columns": [layer.nonzero_columns for layer in layers]}
+
+
+def describe_structure(model):
+    """History fields and epoch-line text for an SSL phase."""
+    structure = conv_structure(model)
+    text = (f"  rows {'-'.join(f'{value:.0f}%' for value in structure['row_sparsity'])} zero, "
+            f"columns {'-'.join(f'{value:.0f}%' for value in structure['column_sparsity'])} zero")
+    return structure, text
+
+
+def ssl_rules(args, scale):
+    """FILTER (row) and SHAPE (column) rules on conv1-conv3, lambdas times `scale`."""
+    rules = []
+    for layer, row_lambda, column_lambda in zip(CONV_LAYERS, args.rows_lambda, args.columns_lambda):
+        if row_lambda > 0:
+            rules.append(GroupRule(layer, GroupKind.FILTER, row_lambda * scale))
+        if column_lambda > 0:
+            rules.append(GroupRule(layer, GroupKind.SHAPE, column_lambda * scale))
+    return rules
+
+
+def crop_and_flip(batch, rng):
+    """The training augmentation of every phase: minissl.augment.random_crop_flip."""
+    return augment.random_crop_flip(batch, rng)
+
+
+def result_row(name, model, split, rules=(), cut=None):
+    """Error, row/column sparsity, compacted FLOPs and measured speedups of a trained ConvNet."""
+    _, compacted = common.compaction_report(model, split[2], split[3], INPUT_SHAPE)
+    row = {"name": name, "error": common.error_rate(model, split[2], split[3]),
+           **conv_structure(model), "flops_pct": None, "speedup": None, "whole_speedup": None,
+           "conv1": to_numpy(model[0].weight.data),
+           "weights2": [to_numpy(model[int(layer)].weight.data) for layer in CONV_LAYERS],
+           "compacted": compacted,
+           "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
+                     for rule in rules]}
+    if compacted is not None:
+        by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
+        row["flops_pct"] = [by_layer[layer]["flop_pct"] for layer in CONV_LAYERS]
+        row["speedup"] = [by_layer[layer]["speedup"] for layer in CONV_LAYERS]
+        row["whole_speedup"] = compacted["whole_speedup"]
+        print(f"{name} compacted: same predictions on all {len(split[3]):,} test images; "
+              f"forward speedup conv1-conv3 "
+              f"{'-'.join(f'{value:.2f}x' for value in row['speedup'])}, whole network "
+              f"{compacted['whole_speedup']:.2f}x (batch {compacted['batch']})")
+    if cut is not None:
+        row["cut"] = {"groups_zeroed": cut.groups_zeroed,
+                      "largest_norm_zeroed": cut.largest_norm_zeroed}
+    return row
+
+
+def print_table(rows):
+    """Table 3: our rows, then the paper's, per conv layer (conv1 / conv2 / conv3)."""
+    def triple(values, form):
+        return " / ".join(form.format(value) for value in values) if values else "-"
+    print(f"\n{'row':<14}{'error':>7}  {'row sparsity %':<22}{'column sparsity %':<22}"
+          f"{'FLOP %':<22}{'speedup':<22}{'whole':>6}")
+    for row in rows + PAPER_ROWS:
+        error = f"{row['error']:.2%}" if row["error"] is not None else "-"
+        whole = f"{row['whole_speedup']:.2f}" if row.get("whole_speedup") else "-"
+        print(f"{row['name']:<14}{error:>7}  {triple(row['row_sparsity'], '{:.1f}'):<22}"
+              f"{triple(row['column_sparsity'], '{:.1f}'):<22}"
+              f"{triple(row.get('flops_pct'), '{:.1f}'):<22}"
+              f"{triple(row['speedup'], '{:.2f}'):<22}{whole:>6}")
+
+
+def train_rows(args, split, history):
+    """The baseline (unless --no-baseline) and one SSL row per --ssl-scales factor."""
+    rows = []
+    if not args.no_baseline:
+        model = models.cifar_convnet(seed=args.seed).to_backend()
+        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr,
+                           augment=crop_and_flip)
+        seconds = float(np.mean([record["seconds"] for record in history]))
+        print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
+              f"{seconds:.1f} s per epoch")
+        rows.append(result_row("baseline", model, split))
+        rows[-1]["seconds_per_epoch"] = seconds
+    for scale in args.ssl_scales:
+        model = models.cifar_convnet(seed=args.seed).to_backend()
+        rules = ssl_rules(args, scale)
+        if not rules:
+            print(f"note: SSL x{scale:g} has no group with a positive lambda; skipped")
+            continue
+        lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+        name = f"SSL x{scale:g}"
+        cut, _, _ = common.ssl_phases(model, lasso, args, split, history, name,
+                                      describe_structure, augment=crop_and_flip)
+        rows.append(result_row(name, model, split, rules, cut))
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    common.use_backend(args.backend)
+    started = time.perf_counter()
+    split, facts = load_split(args)
+    # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
+    common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
+    history = []
+    rows = train_rows(args, split, history)
+    print_table(rows)
+    figure = plots.cifar_filters_figure(rows, args.out / "filters.png")
+    for row in rows:  # the weights went into the figure; results.json keeps the numbers
+        row.pop("conv1")
+        row.pop("weights2")
+    results = {
+        "experiment": "cifar_convnet", "dataset": facts, "rows": rows,
+        "paper_rows": PAPER_ROWS, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
+        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
+        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
+        "seed": args.seed, "argv": sys.argv,
+    }
+    common.write_json(args.out / "results.json", results)
+    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

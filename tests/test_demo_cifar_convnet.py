@@ -1,0 +1,63 @@
+"""demos.cifar_convnet end to end on random CIFAR-shaped images, and its flags."""
+
+import json
+
+import pytest
+
+from demos import cifar_convnet, common
+
+
+@pytest.mark.slow
+def test_synthetic_run_trains_prunes_compacts_and_writes_results(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)  # a few repeats are enough here
+    out = tmp_path / "run"
+    cifar_convnet.main(["--synthetic", "200", "--out", str(out), "--epochs", "1",
+                        "--ssl-epochs", "2", "--finetune-epochs", "1", "--batch-size", "32",
+                        "--ssl-scales", "1", "--cut", "0.3", "--lr", "0.001",
+                        "--finetune-lr", "0.001"])
+    # at a small learning rate conv2's columns keep norms near their He initialization (median
+    # 0.28), so the cut alone empties about half of them
+    printed = capsys.readouterr().out
+    assert "errors mean nothing" in printed
+    assert printed.count("same predictions on all 40 test images") == 2
+    assert "paper #2" in printed and "17.90%" in printed
+    results = json.loads((out / "results.json").read_text())
+    baseline, sparse = results["rows"]
+    assert baseline["row_sparsity"] == [0.0, 0.0, 0.0]
+    assert baseline["flops_pct"] == [100.0, 100.0, 100.0]
+    assert sparse["column_sparsity"][1] > 20 and sparse["cut"]["groups_zeroed"] > 100
+    assert sparse["flops_pct"][1] < 80
+    assert sparse["compacted"]["params"][1] < sparse["compacted"]["params"][0]
+    assert len(sparse["speedup"]) == 3 and sparse["whole_speedup"] > 0
+    kinds = {(rule["layer"], rule["kind"]) for rule in sparse["rules"]}
+    assert kinds == {("0", "filter"), ("3", "filter"), ("3", "shape"), ("6", "filter"),
+                     ("6", "shape")}  # conv1's column lambda is 0 by default
+    assert len(results["history"]) == 1 + 2 + 1
+    assert results["dataset"]["n_train"] == 160
+    assert (out / "filters.png").stat().st_size > 0 and not list(out.glob("*.part*"))
+
+
+def test_help_states_the_measured_durations(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar_convnet.main(["--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--quick" in printed and "hours" in printed and "--epochs 130" in printed
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--momentum", "-5"], "--momentum and --weight-decay must be >= 0"),
+    (["--columns-lambda", "0", "-1", "0"], "must be >= 0"),
+    (["--synthetic", "5"], "at least 20 images"),
+])
+def test_bad_flags_stop_before_any_data_is_read(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        cifar_convnet.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+def test_missing_cifar_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINISSL_DATA", str(tmp_path))
+    monkeypatch.setattr("pathlib.Path.home", lambda: tmp_path / "home")
+    with pytest.raises(SystemExit, match="CIFAR-10 .*not found; looked in"):
+        cifar_convnet.main(["--out", str(tmp_path / "run")])
