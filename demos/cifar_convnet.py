@@ -19,10 +19,12 @@ class on every test image) and each conv layer is timed at batch 100.
 Prints Table 3 (our rows above the paper's) and writes <out>/results.json and
 <out>/filters.png (conv1's filters as RGB tiles, the zero rows and columns of each layer).
 
-Measured on 2 shared cores (docs/results.md): one epoch of 50,000 images takes about
-1-2 minutes, so the default run (15 baseline epochs, then 12 + 3 per SSL row) takes about
-1-1.5 hours and --quick about 4-5 minutes. The paper's Caffe schedule is much longer
-(cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epochs):
+Measured on 2 shared cores (docs/results.md): one epoch of 50,000 images takes about 1-1.5
+minutes on a quiet machine, so the default run (12 baseline epochs, then 10 + 2 per SSL row)
+takes about 40-60 minutes, and --quick about 4 minutes (13 on a busy machine); --quick is
+too short for the group lasso to remove much: it checks the whole pipeline. The lambdas are
+first guesses, not tuned (docs/results.md says what they gave). The paper's Caffe schedule is
+much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epochs):
 --epochs 130 --ssl-epochs 130 --finetune-epochs 10 follows it.
 """
 
@@ -47,9 +49,9 @@ PAPER_ROWS = [
 ]
 CONV_LAYERS = ("0", "3", "6")  # conv1, conv2, conv3 in models.cifar_convnet()
 INPUT_SHAPE = (3, 32, 32)
-DEFAULT_ROW_LAMBDAS = (0.01, 0.01, 0.005)
-DEFAULT_COLUMN_LAMBDAS = (0.0, 0.02, 0.01)
-EPOCHS = {"epochs": 15, "ssl_epochs": 12, "finetune_epochs": 3}
+DEFAULT_ROW_LAMBDAS = (0.05, 0.04, 0.02)
+DEFAULT_COLUMN_LAMBDAS = (0.0, 0.02, 0.015)
+EPOCHS = {"epochs": 12, "ssl_epochs": 10, "finetune_epochs": 2}
 QUICK_EPOCHS = {"epochs": 2, "ssl_epochs": 2, "finetune_epochs": 1}
 QUICK_TRAIN, QUICK_TEST = 10000, 2000
 
@@ -59,7 +61,7 @@ def parse_args(argv):
                                      description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n")[-1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.02, weight_decay=5e-4,
+    common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.01, weight_decay=5e-4,
                                   batch_size=128, out="runs/cifar_convnet", dataset="cifar10")
     parser.add_argument("--synthetic", type=int, metavar="N", default=None,
                         help="train on N random CIFAR-shaped images instead of CIFAR-10 (a smoke "
@@ -77,42 +79,13 @@ def parse_args(argv):
                        help="column (shape) group lambdas of conv1-conv3 "
                             f"(default {' '.join(map(str, DEFAULT_COLUMN_LAMBDAS))})")
     common.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
-                                      finetune_lr=0.005)
+                                      finetune_lr=0.002)
     args = parser.parse_args(argv)
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
     common.check_ssl_schedule(parser, args, lambdas)
     if args.synthetic is not None and args.synthetic < 20:
         parser.error("--synthetic needs at least 20 images")
     return args
-
-
-def load_split(args):
-    """(x_train, y_train, x_test, y_test, dataset facts): normalized float32 (N, 3, 32, 32)
-    images with the training set's channel statistics, int64 labels."""
-    if args.synthetic is not None:
-        rng = np.random.default_rng(args.seed)
-        count = args.synthetic
-        images = rng.integers(0, 256, (count, *INPUT_SHAPE), dtype=np.uint8)
-        labels = rng.integers(0, 10, count).astype(np.uint8)
-        cut = count * 4 // 5
-        train, test = (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
-        facts = {"name": "synthetic (random images)", "source": f"--synthetic {count}"}
-        print(f"data: {count:,} random CIFAR-shaped images (--synthetic): errors mean nothing")
-    else:
-        dataset = common.load_cifar10(args.data, args.download)
-        train = (dataset.train_images, dataset.train_labels)
-        test = (dataset.test_images, dataset.test_labels)
-        facts = {"name": dataset.name, "source": dataset.source}
-    if args.quick:
-        train = tuple(part[:QUICK_TRAIN] for part in train)
-        test = tuple(part[:QUICK_TEST] for part in test)
-        print(f"--quick: the first {len(train[1]):,} training and {len(test[1]):,} test images")
-    mean, std = augment.channel_statistics(train[0])
-    split = (augment.normalize(train[0], mean, std), train[1].astype(np.int64),
-             augment.normalize(test[0], mean, std), test[1].astype(np.int64))
-    facts.update(n_train=len(split[1]), n_test=len(split[3]), mean=mean.tolist(),
-                 std=std.tolist())
-    return split, facts
 
 
 def conv_structure(model):
@@ -142,11 +115,6 @@ def ssl_rules(args, scale):
         if column_lambda > 0:
             rules.append(GroupRule(layer, GroupKind.SHAPE, column_lambda * scale))
     return rules
-
-
-def crop_and_flip(batch, rng):
-    """The training augmentation of every phase: minissl.augment.random_crop_flip."""
-    return augment.random_crop_flip(batch, rng)
 
 
 def result_row(name, model, split, rules=(), cut=None):
@@ -195,7 +163,7 @@ def train_rows(args, split, history):
     if not args.no_baseline:
         model = models.cifar_convnet(seed=args.seed).to_backend()
         common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr,
-                           augment=crop_and_flip)
+                           augment=augment.random_crop_flip)
         seconds = float(np.mean([record["seconds"] for record in history]))
         print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
               f"{seconds:.1f} s per epoch")
@@ -210,7 +178,7 @@ def train_rows(args, split, history):
         lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
         name = f"SSL x{scale:g}"
         cut, _, _ = common.ssl_phases(model, lasso, args, split, history, name,
-                                      describe_structure, augment=crop_and_flip)
+                                      describe_structure, augment=augment.random_crop_flip)
         rows.append(result_row(name, model, split, rules, cut))
     return rows
 
@@ -219,7 +187,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     common.use_backend(args.backend)
     started = time.perf_counter()
-    split, facts = load_split(args)
+    split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
     history = []

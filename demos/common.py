@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minissl import Tensor, compact, data, no_grad, ops, optim, set_backend, timing, to_numpy
+from minissl import (Tensor, augment, compact, data, no_grad, ops, optim, set_backend, timing,
+                     to_numpy)
 from minissl.backend import array_module
 
 EVAL_BATCH = 1000
@@ -132,6 +133,36 @@ def load_cifar10(directory, download=False):
     print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
           f"{len(dataset.test_labels):,} test, from {dataset.source}")
     return dataset
+
+
+def load_cifar_split(args, quick_train, quick_test):
+    """CIFAR-10 (or --synthetic random images) for a demo: ((x_train, y_train, x_test, y_test),
+    dataset facts), images normalized float32 (N, 3, 32, 32) with the training set's channel
+    statistics, labels int64; --quick keeps the first quick_train / quick_test images."""
+    if args.synthetic is not None:
+        rng = np.random.default_rng(args.seed)
+        count = args.synthetic
+        images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        cut = count * 4 // 5
+        train, test = (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+        facts = {"name": "synthetic (random images)", "source": f"--synthetic {count}"}
+        print(f"data: {count:,} random CIFAR-shaped images (--synthetic): errors mean nothing")
+    else:
+        dataset = load_cifar10(args.data, args.download)
+        train = (dataset.train_images, dataset.train_labels)
+        test = (dataset.test_images, dataset.test_labels)
+        facts = {"name": dataset.name, "source": dataset.source}
+    if args.quick:
+        train = tuple(part[:quick_train] for part in train)
+        test = tuple(part[:quick_test] for part in test)
+        print(f"--quick: the first {len(train[1]):,} training and {len(test[1]):,} test images")
+    mean, std = augment.channel_statistics(train[0])
+    split = (augment.normalize(train[0], mean, std), train[1].astype(np.int64),
+             augment.normalize(test[0], mean, std), test[1].astype(np.int64))
+    facts.update(n_train=len(split[1]), n_test=len(split[3]), mean=mean.tolist(),
+                 std=std.tolist())
+    return split, facts
 
 
 def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, description,

@@ -154,3 +154,34 @@ def _rgb_tiles(axis, weight, title):
     axis.set_title(f"{title} ({kept} of {count} nonzero)", fontsize=9)
     axis.set_xticks([])
     axis.set_yticks([])
+
+
+def depth_figure(rows, paper_points, path):
+    """Test error against the number of layers: our ResNet and SSL-ResNet rows (joined by an
+    arrow) and the paper's points (Figure 6), each labelled with its name.
+
+    rows: dicts with "name", "layers", "error" (a fraction) and "layers_per_stage";
+    paper_points: dicts with "name", "layers", "error". Returns the path written.
+    """
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for points, marker, label in ((rows, "o", "ours"), (paper_points, "s", "paper")):
+        if not points:
+            continue
+        axis.scatter([p["layers"] for p in points], [100 * p["error"] for p in points],
+                     marker=marker, s=48, label=label)
+        for point in points:
+            stages = point.get("layers_per_stage")
+            text = point["name"] + (f" ({'-'.join(map(str, stages))})" if stages else "")
+            axis.annotate(text, (point["layers"], 100 * point["error"]), fontsize=7,
+                          xytext=(4, 4), textcoords="offset points")
+    if len(rows) == 2:
+        (first, second) = rows
+        axis.annotate("", (second["layers"], 100 * second["error"]),
+                      (first["layers"], 100 * first["error"]),
+                      arrowprops={"arrowstyle": "->", "alpha": 0.5})
+    axis.set_xlabel("layers (convolutions on the main path + first conv + fc)")
+    axis.set_ylabel("test error (%)")
+    axis.set_title("ResNet depth on CIFAR-10: ours (layers per stage) and the paper's",
+                   fontsize=9)
+    axis.legend(fontsize=8)
+    return _save(figure, path)

@@ -42,7 +42,7 @@ def test_help_states_the_measured_durations(capsys):
         cifar_convnet.main(["--help"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "--quick" in printed and "hours" in printed and "--epochs 130" in printed
+    assert "--quick" in printed and "40-60 minutes" in printed and "--epochs 130" in printed
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,0 +1,176 @@
+"""CIFAR-10 ResNet (He et al. 2016: 3 stages of n residual blocks, depth 6n + 2): the paper's
+depth-wise sparsity experiment (Wen et al. 2016, section 4.3, Figure 6).
+
+    python -m demos.cifar_resnet                   # ResNet-20 baseline + one SSL-ResNet row
+    python -m demos.cifar_resnet --depth 32        # ResNet-32
+    python -m demos.cifar_resnet --quick           # a 5,000-image subset, one epoch per phase
+    python -m demos.cifar_resnet --synthetic 1000  # random images: a smoke test, no data needed
+    python -m demos.cifar_resnet --help
+
+The baseline trains with SGD (momentum 0.9, weight decay 1e-4) and a per-step cosine
+learning rate on normalized images with random crops and flips. The SSL row trains from
+scratch with a DEPTH group on every residual branch (its two convolutions and BatchNorms,
+never the shortcut), applied by the proximal step with --depth-lambda; branches whose norm
+ends below --cut are zeroed (reported), the rest is fine-tuned with them held at zero, and
+the network is compacted: a zero branch leaves relu(shortcut(x)), so its block becomes that
+(checked to predict the same class on every test image) and the whole network is timed at
+batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the error of
+ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
+
+Measured on 2 shared cores (docs/results.md): a ResNet-20 epoch of 50,000 images takes about
+5-6 minutes, so the default run (10 baseline epochs, then 10 + 2 for the SSL row) takes about
+2 hours, and --quick about 3-5 minutes. He et al.'s schedule is 64,000 iterations at batch 128
+(about 164 epochs): --epochs 164 --ssl-epochs 164 --finetune-epochs 20 follows it.
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from demos import common
+from minissl import augment, models, nn, plots, ssl, to_numpy
+from minissl.ssl import GroupKind, GroupRule
+
+# Wen et al. 2016, Figure 6: ResNet and SSL-ResNet on CIFAR-10 (# = conv layers + the fc).
+PAPER_POINTS = [
+    {"name": "paper ResNet-20", "layers": 20, "error": 0.0882},
+    {"name": "paper SSL-ResNet-14", "layers": 14, "error": 0.0854},
+    {"name": "paper ResNet-32", "layers": 32, "error": 0.0751},
+    {"name": "paper SSL-ResNet-18", "layers": 18, "error": 0.0740},
+]
+INPUT_SHAPE = (3, 32, 32)
+EPOCHS = {"epochs": 10, "ssl_epochs": 10, "finetune_epochs": 2}
+QUICK_EPOCHS = {"epochs": 1, "ssl_epochs": 1, "finetune_epochs": 1}
+QUICK_TRAIN, QUICK_TEST = 5000, 1000
+DEFAULT_DEPTH_LAMBDA = 0.02
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m demos.cifar_resnet",
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[-1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.1, weight_decay=1e-4,
+                                  batch_size=128, out="runs/cifar_resnet", dataset="cifar10")
+    parser.add_argument("--depth", type=int, default=20,
+                        help="ResNet depth 6n + 2: 20 (default), 32, 44, 56, ...")
+    parser.add_argument("--synthetic", type=int, metavar="N", default=None,
+                        help="train on N random CIFAR-shaped images instead of CIFAR-10 (a smoke "
+                             "test of the whole pipeline; the errors mean nothing)")
+    group = parser.add_argument_group("structured sparsity (the SSL-ResNet row)")
+    group.add_argument("--depth-lambda", type=float, default=DEFAULT_DEPTH_LAMBDA,
+                       help=f"lambda of every residual branch's group (default "
+                            f"{DEFAULT_DEPTH_LAMBDA}; 0: baseline only)")
+    common.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
+                                      finetune_lr=0.01)
+    args = parser.parse_args(argv)
+    common.check_ssl_schedule(parser, args, [args.depth_lambda])
+    if args.depth < 8 or (args.depth - 2) % 6:
+        parser.error(f"--depth must be 6n + 2 (20, 32, 44, ...), got {args.depth}")
+    if args.synthetic is not None and args.synthetic < 20:
+        parser.error("--synthetic needs at least 20 images")
+    return args
+
+
+def blocks_of(model):
+    """(name, BasicBlock) for every residual block of the model, in forward order."""
+    return [(str(index), module) for index, module in enumerate(model)
+            if isinstance(module, nn.BasicBlock)]
+
+
+def layers_per_stage(model):
+    """Convolutions left in each stage (2 per residual block whose branch is not all zero)."""
+    stages = [0, 0, 0]
+    per_stage = len(blocks_of(model)) // 3
+    for position, (_, block) in enumerate(blocks_of(model)):
+        alive = any(np.any(to_numpy(parameter.data)) for parameter in block.branch.parameters())
+        stages[position // per_stage] += 2 if alive else 0
+    return stages
+
+
+def describe_depth(model):
+    """History fields and epoch-line text for an SSL phase."""
+    stages = layers_per_stage(model)
+    return {"layers_per_stage": stages}, f"  layers per stage {'-'.join(map(str, stages))}"
+
+
+def result_row(name, model, split, rules=(), cut=None):
+    """Error, layers per stage, compaction and whole-network speedup of a trained ResNet."""
+    _, compacted = common.compaction_report(model, split[2], split[3], INPUT_SHAPE)
+    stages = layers_per_stage(model)
+    row = {"name": name, "error": common.error_rate(model, split[2], split[3]),
+           "layers_per_stage": stages, "layers": sum(stages) + 2,  # + first conv and the fc
+           "whole_speedup": compacted["whole_speedup"] if compacted else None,
+           "compacted": compacted,
+           "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
+                     for rule in rules]}
+    if compacted is not None:
+        print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
+              f"parameters, same predictions on all {len(split[3]):,} test images; whole "
+              f"network {compacted['whole_speedup']:.2f}x faster (batch {compacted['batch']})")
+    if cut is not None:
+        row["cut"] = {"groups_zeroed": cut.groups_zeroed,
+                      "largest_norm_zeroed": cut.largest_norm_zeroed}
+    return row
+
+
+def print_table(rows, depth):
+    print(f"\n{'row':<22}{'error':>7}  {'layers':>6}  {'layers per stage':<18}{'whole speedup':>14}")
+    for row in rows:
+        stages = "-".join(map(str, row["layers_per_stage"]))
+        whole = f"{row['whole_speedup']:.2f}x" if row.get("whole_speedup") else "-"
+        print(f"{row['name']:<22}{row['error']:>7.2%}  {row['layers']:>6}  {stages:<18}{whole:>14}")
+    for point in PAPER_POINTS:
+        print(f"{point['name']:<22}{point['error']:>7.2%}  {point['layers']:>6}  {'-':<18}"
+              f"{'-':>14}")
+    print(f"(ours: ResNet-{depth}; # layers = convolutions on the main path + the first conv "
+          f"and the fc, as in the paper)")
+
+
+def train_rows(args, split, history):
+    rows = []
+    if not args.no_baseline:
+        model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
+        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr,
+                           augment=augment.random_crop_flip)
+        rows.append(result_row(f"ResNet-{args.depth}", model, split))
+    if args.depth_lambda > 0:
+        model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
+        rules = [GroupRule(f"{name}.branch", GroupKind.DEPTH, args.depth_lambda)
+                 for name, _ in blocks_of(model)]
+        lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+        cut, _, _ = common.ssl_phases(model, lasso, args, split, history, "SSL-ResNet",
+                                      describe_depth, augment=augment.random_crop_flip)
+        row = result_row("SSL-ResNet", model, split, rules, cut)
+        row["name"] = f"SSL-ResNet-{row['layers']}"
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    common.use_backend(args.backend)
+    started = time.perf_counter()
+    split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
+    # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
+    common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
+    history = []
+    rows = train_rows(args, split, history)
+    print_table(rows, args.depth)
+    figure = plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png")
+    results = {
+        "experiment": "cifar_resnet", "depth": args.depth, "dataset": facts, "rows": rows,
+        "paper_points": PAPER_POINTS, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
+        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
+        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
+        "seed": args.seed, "argv": sys.argv,
+    }
+    common.write_json(args.out / "results.json", results)
+    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

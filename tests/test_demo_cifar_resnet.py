@@ -1,0 +1,49 @@
+"""demos.cifar_resnet end to end on random CIFAR-shaped images, and its flags."""
+
+import json
+
+import pytest
+
+from demos import cifar_resnet, common
+
+
+@pytest.mark.slow
+def test_synthetic_run_removes_branches_compacts_and_writes_results(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)
+    out = tmp_path / "run"
+    # At a small learning rate the branches keep norms near their initialization: about 10 in
+    # the first stage, 14 and more in the others, so a cut at 12 removes exactly stage 1.
+    cifar_resnet.main(["--synthetic", "120", "--out", str(out), "--epochs", "1",
+                       "--ssl-epochs", "1", "--finetune-epochs", "1", "--batch-size", "32",
+                       "--lr", "0.001", "--finetune-lr", "0.001", "--cut", "12",
+                       "--no-baseline"])
+    printed = capsys.readouterr().out
+    assert "same predictions on all 24 test images" in printed
+    assert "paper SSL-ResNet-14" in printed
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["name"] == "SSL-ResNet-14" and row["layers_per_stage"] == [0, 6, 6]
+    assert row["cut"]["groups_zeroed"] == 3
+    assert row["compacted"]["params"][1] < row["compacted"]["params"][0]
+    assert all(rule["kind"] == "depth" and rule["layer"].endswith(".branch")
+               for rule in row["rules"]) and len(row["rules"]) == 9
+    assert (out / "depth.png").stat().st_size > 0 and not list(out.glob("*.part*"))
+
+
+def test_help_states_the_measured_durations(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cifar_resnet.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--depth" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--depth", "21"], "--depth must be 6n + 2"),
+    (["--depth-lambda", "-1"], "must be >= 0"),
+    (["--weight-decay", "-1"], "--momentum and --weight-decay must be >= 0"),
+])
+def test_bad_flags_stop_before_any_data_is_read(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        cifar_resnet.parse_args(flags)
+    assert message in capsys.readouterr().err
