@@ -109,7 +109,9 @@ class Tensor:
             if node_grad is None:
                 continue
             if node.creator is None:
-                node.grad = node_grad if node.grad is None else node.grad + node_grad
+                # a copy: one array can reach two leaves (x + y passes grad_out to both), and
+                # a leaf must own its gradient so that updating it in place touches no other
+                node.grad = node_grad.copy() if node.grad is None else node.grad + node_grad
                 continue
             parent_grads = node.creator.backward(node.ctx, node_grad)
             for parent, parent_grad in zip(node.parents, parent_grads):

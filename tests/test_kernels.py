@@ -306,3 +306,14 @@ def test_numba_relu_equals_reference(size, dtype, seed):
     out = reference.relu_forward(x)
     np.testing.assert_array_equal(numba_cpu.relu_backward(grad, out),
                                   reference.relu_backward(grad, out))
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_max_pool_propagates_nan_in_both_variants(position):
+    """A NaN anywhere in a window makes that window's maximum NaN, as in PyTorch."""
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x.reshape(-1)[[0, 1, 4, 5][position]] = np.nan  # inside the first 2x2 window
+    for variant in (numba_cpu, reference):
+        out, argmax = variant.max_pool2d(x, 2, 2, 2, 2)
+        assert np.isnan(out[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == position
+        np.testing.assert_array_equal(out[0, 0].reshape(-1)[1:], [7, 13, 15])

@@ -54,3 +54,17 @@ def test_python_scalars_keep_the_tensor_dtype():
 def test_pow_rejects_tensor_exponent():
     with pytest.raises(TypeError, match="exponent"):
         ops.pow(Tensor(np.ones(2)), Tensor(np.ones(2)))
+
+
+def test_relu_of_minus_infinity_is_zero_and_nan_stays_nan():
+    x = Tensor(np.array([-np.inf, np.inf, np.nan, -1.0, 0.0, 2.0], np.float32), requires_grad=True)
+    out = ops.relu(x)
+    np.testing.assert_array_equal(out.data, [0, np.inf, np.nan, 0, 0, 2])
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad, [0, 1, 0, 0, 0, 1])  # kink at 0: gradient 0
+
+
+def test_pow_zero_has_zero_gradient_even_at_zero():
+    x = Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])

@@ -28,3 +28,10 @@ def test_max_ties_share_the_gradient_equally():
 def test_axis_out_of_range_is_a_clear_error():
     with pytest.raises(ValueError, match="axis 3 is out of range"):
         ops.sum(Tensor(np.ones((2, 2))), axis=3)
+
+
+def test_max_backward_keeps_float32():
+    x = Tensor(np.array([[1.0, 3.0, 3.0]], np.float32), requires_grad=True)
+    ops.max(x, axis=1).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_allclose(x.grad, [[0, 0.5, 0.5]])

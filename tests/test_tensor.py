@@ -76,3 +76,12 @@ def test_dtype_rules():
 def test_tensor_of_tensor_is_rejected():
     with pytest.raises(TypeError, match="detach"):
         Tensor(Tensor(np.ones(2)))
+
+
+def test_leaves_own_their_gradients():
+    """x + y hands one gradient array to both leaves; each leaf must get its own."""
+    x, y = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    (x + y).sum().backward()
+    assert x.grad is not y.grad
+    x.grad *= 5  # an in-place update of one gradient (as an optimizer might do)
+    np.testing.assert_array_equal(y.grad, np.ones(3))

@@ -168,7 +168,7 @@ def col2im(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
 
 @njit(parallel=True, cache=True)
 def max_pool2d(x, kernel, stride, out_h, out_w):
-    """Max over each window, ties to the first (see reference.max_pool2d).
+    """Max over each window, ties to the first, a NaN to the last NaN (see reference).
 
     Shapes: x (B, C, H, W) -> out (B, C, OH, OW), argmax (B, C, OH, OW) int32.
     One thread per image; each (b, c) plane is read through unsigned flat offsets.
@@ -190,7 +190,7 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
                     for kh in range(rows):
                         for kw in range(cols):
                             value = flat_x[corner + U(kh * width + kw)]
-                            if value > best:
+                            if value > best or value != value:  # a NaN wins, as in PyTorch
                                 best, best_index = value, kh * kernel + kw
                     flat_out[result + U(oh * out_w + ow)] = best
                     flat_arg[result + U(oh * out_w + ow)] = best_index

@@ -98,7 +98,7 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
     """Max over each kernel x kernel window.
 
     Shapes: x (B, C, H, W) -> out (B, C, OH, OW), argmax (B, C, OH, OW) int32.
-    Ties go to the first maximum in row-major window order.
+    Ties go to the first maximum in row-major window order; a window with a NaN gives NaN.
     """
     xp = xp_of(x)
     padded = _padded_for_pool(x, kernel, stride, out_h, out_w, -np.inf)
@@ -108,7 +108,9 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
         for kw in range(kernel):
             rows, cols = _window_slice(kh, stride, out_h), _window_slice(kw, stride, out_w)
             window = padded[:, :, rows, cols]
-            larger = window > out  # strict: the first maximum wins ties
+            # strict: the first maximum wins ties; a NaN always wins (it propagates, as in
+            # PyTorch), so the last NaN of a window is its argmax
+            larger = (window > out) | xp.isnan(window)
             out = xp.where(larger, window, out)
             argmax[larger] = kh * kernel + kw
     return out, argmax

@@ -83,6 +83,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, p = ctx.x, ctx.exponent
+        if p == 0:  # x ** 0 is constant: gradient 0 everywhere, also at x = 0 (not 0 * inf)
+            return (xp_of(grad_out).zeros_like(grad_out),)
         return (grad_out * p * x ** (p - 1),)
 
 

@@ -63,8 +63,8 @@ class Max(Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad = _expand_reduced(grad_out, ctx.axes, ctx.keepdims)
-        ties = ctx.is_max.sum(axis=ctx.axes, keepdims=True)
-        return (ctx.is_max * (grad / ties),)
+        ties = ctx.is_max.sum(axis=ctx.axes, keepdims=True).astype(grad.dtype)  # not int64:
+        return (ctx.is_max * (grad / ties),)  # float32 / int64 would give float64
 
 
 def sum(x, axis=None, keepdims=False):
