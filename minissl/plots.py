@@ -1,17 +1,24 @@
-"""Matplotlib figures for the demos. Uses the Agg backend: files only, never a window.
+"""Matplotlib figures for the demos: files only, never a window.
 
 Each function takes plain data (arrays, lists, dicts) and a path, and writes one PNG
-atomically (a temporary file, then a rename).
+atomically (a temporary file, then a rename). Figures are built as `matplotlib.figure.Figure`
+objects, which draw to a file without pyplot: importing minissl neither imports matplotlib
+(it loads on the first figure) nor changes the backend a notebook or script has chosen.
 """
 
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(rows=1, columns=1, **options):
+    """(Figure, axes) like pyplot.subplots, without pyplot or its global state."""
+    from matplotlib.figure import Figure
+
+    layout = options.pop("layout", None)
+    figure = Figure(figsize=options.pop("figsize", None), layout=layout)
+    return figure, figure.subplots(rows, columns, **options)
 
 
 def _save(figure, path):
@@ -19,7 +26,6 @@ def _save(figure, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part.png")
     figure.savefig(partial, dpi=110, bbox_inches="tight")
-    plt.close(figure)
     os.replace(partial, path)
     return path
 
@@ -32,7 +38,7 @@ def mlp_sparsity_figure(rows, path):
     appear only in the bar chart. Returns the path written.
     """
     masked = [row for row in rows if row.get("input_mask") is not None]
-    figure, axes = plt.subplots(1, len(masked) + 1, figsize=(3.2 * len(masked) + 5.5, 3.4),
+    figure, axes = _figure(1, len(masked) + 1, figsize=(3.2 * len(masked) + 5.5, 3.4),
                                 gridspec_kw={"width_ratios": [1] * len(masked) + [1.8]},
                                 layout="constrained")
     axes = np.atleast_1d(axes)
@@ -66,7 +72,7 @@ def conv_sparsity_figure(rows, path):
     (C_out, C_in, KH, KW) array, and optionally "speedup" and "flops_pct" (two values each).
     Returns the path written.
     """
-    figure, axes = plt.subplots(len(rows), 3, figsize=(13, 3.0 * len(rows)), squeeze=False,
+    figure, axes = _figure(len(rows), 3, figsize=(13, 3.0 * len(rows)), squeeze=False,
                                 gridspec_kw={"width_ratios": [1.3, 2.2, 1]}, layout="constrained")
     for (tiles, matrix, bars), row in zip(axes, rows):
         _filter_tiles(tiles, np.asarray(row["conv1"]), f"{row['name']}: conv1 filters")
@@ -117,7 +123,7 @@ def cifar_filters_figure(rows, path):
     of conv weights (C_out, C_in, KH, KW). Returns the path written.
     """
     layers = len(rows[0]["weights2"])
-    figure, axes = plt.subplots(len(rows), layers + 1, figsize=(3.2 * (layers + 1) + 2,
+    figure, axes = _figure(len(rows), layers + 1, figsize=(3.2 * (layers + 1) + 2,
                                                                 2.8 * len(rows)),
                                 squeeze=False, layout="constrained",
                                 gridspec_kw={"width_ratios": [1.6] + [1] * layers})
@@ -163,7 +169,7 @@ def depth_figure(rows, paper_points, path):
     rows: dicts with "name", "layers", "error" (a fraction) and "layers_per_stage";
     paper_points: dicts with "name", "layers", "error". Returns the path written.
     """
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    figure, axis = _figure(figsize=(6.4, 4.2), layout="constrained")
     for points, marker, label in ((rows, "o", "ours"), (paper_points, "s", "paper")):
         if not points:
             continue

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
 
 from minissl import compact, kernels, nn, ops
 from minissl.autograd import no_grad
@@ -146,6 +145,8 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
         small.to_backend()
     kept = ops.take(x, layer_plan.kept_in).data.copy()  # (B, kept inputs, ...)
     small_x = Tensor(kept)
+    import scipy.sparse  # here, not at import: the autograd core needs no SciPy
+
     weight = to_numpy(module.weight.data)
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
     dense_gemm, compact_gemm = _gemm_operands(module, x), _gemm_operands(small, small_x)

@@ -30,3 +30,23 @@ def test_cupy_backend_without_cupy_is_a_clear_error():
         pass
     with pytest.raises(ImportError, match="gpu"):
         minissl.set_backend("cupy")
+
+
+def test_import_does_not_load_matplotlib_or_set_its_backend(tmp_path):
+    """A notebook keeps its own matplotlib backend: importing minissl must not set one, and
+    drawing a figure must not change it. (SciPy is imported by Numba itself, so minissl
+    imports scipy.sparse only where timing uses it.)"""
+    import subprocess
+    import sys
+
+    script = ("import sys, minissl\n"
+              "assert 'matplotlib' not in sys.modules, 'matplotlib'\n"
+              "import matplotlib\n"
+              "matplotlib.use('svg')\n"
+              "minissl.plots.depth_figure([], [{'name': 'p', 'layers': 20, 'error': 0.1}],"
+              " sys.argv[1])\n"
+              "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "depth.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "depth.png").stat().st_size > 0
