@@ -28,6 +28,8 @@ def test_synthetic_run_trains_prunes_compacts_and_writes_results(tmp_path, capsy
     assert sparse["column_sparsity"][1] > 20 and sparse["cut"]["groups_zeroed"] > 100
     assert sparse["flops_pct"][1] < 80
     assert sparse["compacted"]["params"][1] < sparse["compacted"]["params"][0]
+    assert sparse["compacted"]["same_predictions"] == [40, 40]
+    assert 0.28 < sparse["cut"]["largest_norm_zeroed"] < 0.3
     assert len(sparse["speedup"]) == 3 and sparse["whole_speedup"] > 0
     kinds = {(rule["layer"], rule["kind"]) for rule in sparse["rules"]}
     assert kinds == {("0", "filter"), ("3", "filter"), ("3", "shape"), ("6", "filter"),

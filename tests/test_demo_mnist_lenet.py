@@ -23,10 +23,12 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
     assert filters["filters"][1] < 50 or filters["channels"][1] < 20   # strong lambdas prune
     assert shapes["columns"][1] < 500
     for row in (filters, shapes):
-        assert row["compacted"]["predictions_equal"]
+        assert row["compacted"]["same_predictions"] == [2000, 2000]
         assert row["compacted"]["params"][1] < row["compacted"]["params"][0]
         assert len(row["speedup"]) == 2 and row["whole_speedup"] > 0
-        assert row["cut"]["groups_zeroed"] >= 0
+        cut = row["cut"]  # the cut zeroes only groups below its threshold, 1e-3 by default
+        assert (cut["largest_norm_zeroed"] > 0) == (cut["groups_zeroed"] > 0)
+        assert cut["largest_norm_zeroed"] < 1e-3
     assert [rule["kind"] for rule in filters["rules"]] == ["filter", "filter", "channel"]
     assert len(results["history"]) == 1 + 2 * (1 + 1)
     assert (out / "sparsity.png").stat().st_size > 0 and not list(out.glob("*.part*"))

@@ -29,7 +29,7 @@ def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_
     assert input_zeros["zero"] == 784 - sparse["neurons"][0]  # removed units have norm exactly 0.0
     assert len(sparse["flops_pct"]) == 3 and sparse["flops_pct"][0] < 100
     compacted = sparse["compacted"]
-    assert compacted["predictions_equal"] and compacted["error"] == sparse["error"]
+    assert compacted["same_predictions"] == [2000, 2000] and compacted["error"] == sparse["error"]
     assert compacted["params"][1] < compacted["params"][0]
     assert [entry["layer"] for entry in compacted["layers"]] == ["0", "2", "4"]
     assert all(entry["speedup"] > 0 for entry in compacted["layers"]) and compacted["whole_speedup"] > 0

@@ -105,3 +105,18 @@ def test_group_size_scaling_multiplies_the_threshold_by_sqrt_group_size():
     config = SSLConfig([GroupRule("0", GroupKind.NEURON_IN, 0.05)], scale_by_size=True)
     GroupLasso(model, config).after_step(lr=1.0)  # threshold 1.0 * 0.05 * sqrt(5)
     np.testing.assert_allclose(np.linalg.norm(model[0].weight.data, axis=0), np.sqrt(5) * (0.1 - 0.05))
+
+
+def test_rules_for_picks_only_the_layers_a_kind_applies_to():
+    """Without layer_type, FILTER must not pick BatchNorm or Linear layers (issue 12)."""
+    from minissl import nn
+
+    resnet = models.resnet_cifar(8)
+    filters = ssl.rules_for(resnet, GroupKind.FILTER, 0.1)
+    assert [rule.layer for rule in filters] == [name for name, module in resnet.named_modules()
+                                                 if isinstance(module, nn.Conv2d)]
+    ssl.GroupLasso(resnet, ssl.SSLConfig(filters))  # builds: every layer takes FILTER groups
+    assert [rule.layer for rule in ssl.rules_for(models.lenet(), GroupKind.NEURON_IN, 0.1)] == \
+        ["5", "7"]
+    with pytest.raises(ValueError, match="no layer of the model takes SHAPE groups"):
+        ssl.rules_for(models.mlp(), GroupKind.SHAPE, 0.1)

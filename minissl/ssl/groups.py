@@ -103,6 +103,7 @@ class GroupSet:
 DENSE_AXES = {GroupKind.NEURON_IN: (1,), GroupKind.NEURON_OUT: (0,)}
 CONV_AXES = {GroupKind.FILTER: (0,), GroupKind.CHANNEL: (1,), GroupKind.SHAPE: (1, 2, 3)}
 BIAS_RIDES = (GroupKind.NEURON_OUT, GroupKind.FILTER)
+LAYOUT_AXES = {2: DENSE_AXES, 4: CONV_AXES}  # weight ndim -> the kinds it takes
 
 
 def layer_groups(layer, kind, name="", riders=()):
@@ -115,7 +116,7 @@ def layer_groups(layer, kind, name="", riders=()):
     Raises ValueError when `kind` does not apply to the layer or a rider does not fit.
     """
     weight = layer.weight
-    table = {2: DENSE_AXES, 4: CONV_AXES}.get(weight.ndim, {})
+    table = LAYOUT_AXES.get(weight.ndim, {})
     if kind not in table:
         raise ValueError(f"group kind {kind.name} does not apply to layer {name or type(layer).__name__} "
                          f"with a {weight.ndim}-D weight {weight.shape}; "
