@@ -109,3 +109,19 @@ def test_riders_must_fit_and_only_join_output_groups():
         layer_groups(FakeConv((2, 1, 1, 1)), GroupKind.FILTER, "conv", riders=[FakeBatchNorm(3)])
     with pytest.raises(ValueError, match="riders join only"):
         layer_groups(FakeConv((2, 1, 1, 1)), GroupKind.CHANNEL, "conv", riders=[FakeBatchNorm(2)])
+
+
+def test_a_depth_rule_on_a_block_or_its_branch_takes_only_the_branch():
+    """The projection shortcut never joins the depth group (issue 12, item 2)."""
+    from minissl import models, nn
+    from minissl.ssl import GroupKind, GroupLasso, GroupRule, SSLConfig
+
+    model = models.resnet_cifar(8)
+    name = next(str(i) for i, m in enumerate(model)
+                if isinstance(m, nn.BasicBlock) and m.shortcut is not None)
+    by_block, by_branch = (GroupLasso(model, SSLConfig([GroupRule(layer, GroupKind.DEPTH, 0.1)]))
+                           for layer in (name, f"{name}.branch"))
+    members = [{id(m.parameter) for m in lasso.group_sets[0].members}
+               for lasso in (by_block, by_branch)]
+    assert members[0] == members[1] == {id(p) for p in model[int(name)].branch.parameters()}
+    assert not members[0] & {id(p) for p in model[int(name)].shortcut.parameters()}

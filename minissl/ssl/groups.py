@@ -12,7 +12,11 @@ vectorized reduction, and the proximal step is one broadcast multiply.
 | FILTER      | conv W (N, C, M, K): axis 0, bias: 0   | W[n] and b[n]        | filter-/row-wise |
 | CHANNEL     | conv W: axis 1                         | W[:, c]              | channel-wise     |
 | SHAPE       | conv W: axes (1, 2, 3)                 | fiber W[:, c, m, k]  | shape-/column-wise |
-| DEPTH       | every parameter of a block: no axes    | the whole branch     | depth-wise       |
+| DEPTH       | every parameter of a residual branch   | the whole branch     | depth-wise       |
+
+A DEPTH group is the residual *branch* of a block (its convolutions and BatchNorms), never the
+projection shortcut: a zero branch leaves relu(shortcut(x)), so the shortcut must stay. A
+rule may name the block ("3") or its branch ("3.branch"); both mean the branch.
 
 A bias rides with its output neuron or filter so that a zeroed group gives an exactly
 zero output (DESIGN.md, "Weight views and groups").
@@ -137,7 +141,12 @@ def layer_groups(layer, kind, name="", riders=()):
 
 
 def block_groups(block, name=""):
-    """Return the DEPTH GroupSet of a residual branch: one group of all its parameters."""
+    """Return the DEPTH GroupSet of a residual branch: one group of all its parameters.
+
+    `block` is the branch itself, or a block with a `branch` (a BasicBlock), whose branch is
+    taken: the shortcut never joins the group.
+    """
+    block = getattr(block, "branch", block)
     parameters = block.parameters()
     if not parameters:
         raise ValueError(f"block {name or type(block).__name__} has no parameters to group")
