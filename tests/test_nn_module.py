@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minissl import models
+from minissl import Tensor, models
 from minissl.nn import Linear, Module, Parameter, ReLU, Sequential, StateDictError
 
 
@@ -83,3 +83,24 @@ def test_forgetting_super_init_is_a_clear_error():
 
     with pytest.raises(RuntimeError, match="super"):
         Broken()
+
+
+def test_assigning_a_tensor_to_a_parameter_slot_is_refused_not_dropped():
+    """issue 12, item 4: the parameter stays registered or the assignment fails clearly."""
+    layer = Linear(3, 2)
+    with pytest.raises(TypeError, match=r"weight is a Parameter: assign a Parameter"):
+        layer.weight = Tensor(np.zeros((2, 3), np.float32))
+    assert len(layer.parameters()) == 2
+    replacement = Parameter(np.ones((2, 3), np.float32))
+    layer.weight = replacement
+    assert layer.parameters()[0] is replacement  # accepted, in its place
+
+
+def test_assigning_to_a_buffer_keeps_it_in_the_state():
+    from minissl.nn import BatchNorm2d
+
+    norm = BatchNorm2d(2)
+    norm.running_mean = np.full(2, 3.0, np.float32)
+    np.testing.assert_array_equal(norm.state_dict()["running_mean"], [3.0, 3.0])
+    with pytest.raises(TypeError, match="running_var is a buffer: assign an array"):
+        norm.running_var = Tensor(np.ones(2))

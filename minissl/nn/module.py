@@ -3,6 +3,9 @@
 A Module registers every Parameter, sub-Module and buffer assigned to it as an
 attribute, in assignment order, so that `named_parameters()` is deterministic.
 Buffers are non-trainable arrays that belong to the state (e.g. running statistics).
+A registered slot keeps its kind: a parameter accepts only a new Parameter and a buffer only
+an array (anything else is a TypeError saying what to do), so an assignment never silently
+drops a parameter from `parameters()` or a buffer from `state_dict()`.
 """
 
 import numpy as np
@@ -40,8 +43,18 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
-        for registry in (self._parameters, self._modules, self._buffers):
-            registry.pop(name, None)
+        if name in self._parameters and not isinstance(value, Parameter):
+            raise TypeError(f"{type(self).__name__}.{name} is a Parameter: assign a Parameter "
+                            f"(minissl.nn.Parameter(array)) or set {name}.data = array, not "
+                            f"{type(value).__name__}")
+        if name in self._buffers:
+            if not hasattr(value, "shape") or isinstance(value, Tensor):
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign an array, "
+                                f"not {type(value).__name__}")
+            object.__setattr__(self, name, value)  # stays a buffer, in its place
+            return
+        if name in self._modules and not isinstance(value, Module):
+            self._modules.pop(name)  # a sub-module slot may be emptied or refilled freely
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
