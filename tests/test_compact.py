@@ -212,7 +212,7 @@ def test_a_layer_with_every_unit_zero_is_a_clear_error():
     model = models.mlp(dtype=np.float64)
     model[2].weight.data[...] = 0
     model[2].bias.data[...] = 0
-    with pytest.raises(CompactionError, match=r"layer \d: every output is zero or unused"):
+    with pytest.raises(CompactionError, match=r"layer 2 has no nonzero weight left"):
         compact(model)
 
 
@@ -272,3 +272,22 @@ def test_float32_compacted_predictions_are_identical_on_every_test_image(family)
             batch = Tensor(images[start:start + 2000])
             np.testing.assert_array_equal(small(batch).data.argmax(axis=1),
                                           model(batch).data.argmax(axis=1))
+
+
+@pytest.mark.parametrize("dead", [2, 4])
+def test_an_all_zero_later_layer_is_named_as_the_cause(dead):
+    """issue 12, item 9: the refusal names the zero layer, not layer 0 that it starved."""
+    model = models.mlp((6, 5, 4, 3), seed=0)
+    model[dead].weight.data[...] = 0
+    model[dead].bias.data[...] = 0
+    with pytest.raises(compact.CompactionError, match=f"layer {dead} has no nonzero weight"):
+        compact.compact(model)
+
+
+def test_a_wrong_input_shape_names_the_module_and_the_shapes():
+    with pytest.raises(compact.CompactionError,
+                       match=r"module 5 \(Linear.*takes 800 inputs, but input_shape \(1, 32, 32\) "
+                             r"gives it a sample of shape \(1250,\)"):
+        compact.compact(models.lenet(), input_shape=(1, 32, 32))
+    with pytest.raises(compact.CompactionError, match=r"module 0 .* takes 1 channels"):
+        compact.compact(models.lenet(), input_shape=(28, 28))

@@ -247,10 +247,19 @@ class _Analysis:
             if record.removed:
                 continue
             if not record.out_mask.any() or not record.in_mask.any():
-                side = "output" if not record.out_mask.any() else "input"
-                raise CompactionError(
-                    f"layer {record.name}: every {side} is zero or unused, so the network's "
-                    f"output no longer depends on its input; nothing sensible is left to build")
+                raise CompactionError(self._nothing_left(record))
+
+    def _nothing_left(self, record):
+        """The message when `record` lost every input or output: it names the layer whose
+        weights are all zero when there is one (the cause), not a neighbour it starved."""
+        dead = [other.name for other in self.records.values()
+                if not other.removed and not np.any(other.w3)]
+        if dead:
+            return (f"layer {dead[0]} has no nonzero weight left, so the network's output no "
+                    f"longer depends on its input; nothing sensible is left to build")
+        side = "output" if not record.out_mask.any() else "input"
+        return (f"layer {record.name}: every {side} is zero or unused, so the network's output "
+                f"no longer depends on its input; nothing sensible is left to build")
 
 
 def _layer_plan(name, record):

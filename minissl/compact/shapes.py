@@ -39,9 +39,28 @@ def output_shape(module, shape):
     raise CompactionError(f"cannot compact a model containing {type(module).__name__}")
 
 
+def _check_fits(module, shape, index, input_shape):
+    """Raise CompactionError naming module `index` when `shape` is not what it takes."""
+    if isinstance(module, nn.Linear):
+        wanted, got = module.in_features, shape[0] if len(shape) == 1 else None
+    elif isinstance(module, (nn.Conv2d, nn.GatheredConv2d)):
+        wanted, got = module.in_channels, shape[0] if len(shape) == 3 else None
+    else:
+        return
+    if got != wanted:
+        raise CompactionError(f"module {index} ({module!r}) takes {wanted} "
+                              f"{'inputs' if isinstance(module, nn.Linear) else 'channels'}, but "
+                              f"input_shape {tuple(input_shape)} gives it a sample of shape "
+                              f"{tuple(shape)}; pass the shape of one sample, without the batch axis")
+
+
 def trace_shapes(modules, input_shape):
-    """[shape before modules[0], shape before modules[1], ..., shape after the last]."""
+    """[shape before modules[0], shape before modules[1], ..., shape after the last].
+
+    Raises CompactionError naming the first module that does not take the shape it gets.
+    """
     shapes = [tuple(input_shape)]
-    for module in modules:
+    for index, module in enumerate(modules):
+        _check_fits(module, shapes[-1], index, input_shape)
         shapes.append(output_shape(module, shapes[-1]))
     return shapes
