@@ -280,14 +280,14 @@ def test_an_all_zero_later_layer_is_named_as_the_cause(dead):
     model = models.mlp((6, 5, 4, 3), seed=0)
     model[dead].weight.data[...] = 0
     model[dead].bias.data[...] = 0
-    with pytest.raises(compact.CompactionError, match=f"layer {dead} has no nonzero weight"):
-        compact.compact(model)
+    with pytest.raises(CompactionError, match=f"layer {dead} has no nonzero weight"):
+        compact(model)
 
 
 def test_a_wrong_input_shape_names_the_module_and_the_shapes():
-    with pytest.raises(compact.CompactionError,
+    with pytest.raises(CompactionError,
                        match=r"module 5 \(Linear.*takes 800 inputs, but input_shape \(1, 32, 32\) "
                              r"gives it a sample of shape \(1250,\)"):
-        compact.compact(models.lenet(), input_shape=(1, 32, 32))
-    with pytest.raises(compact.CompactionError, match=r"module 0 .* takes 1 channels"):
-        compact.compact(models.lenet(), input_shape=(28, 28))
+        compact(models.lenet(), input_shape=(1, 32, 32))
+    with pytest.raises(CompactionError, match=r"module 0 .* takes 1 channels"):
+        compact(models.lenet(), input_shape=(28, 28))
