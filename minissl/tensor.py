@@ -5,8 +5,11 @@ graph. The operations themselves live in `minissl.ops`; the graph is recorded by
 `Function.apply` in `minissl.autograd`. Arithmetic operators (`a + b`, `a @ b`, ...)
 forward to `minissl.ops`.
 
-dtype rule: floating arrays keep their dtype (float64 works everywhere, for gradcheck);
-Python numbers, lists and integer arrays become float32 unless `dtype` is given.
+dtype rule, the same for every op and layer: a Tensor holds float32 or float64 (float64
+works everywhere, for gradcheck); Python numbers, lists and integer or bool arrays become
+float32 unless `dtype` is given; anything else (float16, complex, object arrays) is refused
+with a TypeError, never silently converted. Ops refuse to mix float32 and float64 operands
+where one would be converted (conv2d, linear).
 """
 
 import numpy as np
@@ -16,17 +19,31 @@ from minissl.backend import array_module, to_numpy, xp_of
 DEFAULT_DTYPE = np.float32
 
 
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _as_array(data, dtype):
-    """Return `data` as a NumPy or CuPy array following the module's dtype rule."""
+    """Return `data` as a NumPy or CuPy array following the module's dtype rule.
+
+    Raises TypeError for data that is not numeric (object arrays, e.g. from a list holding
+    None), complex, or a float type other than float32/float64 (float16: convert it first).
+    """
     if isinstance(data, Tensor):
         raise TypeError("Tensor(data) takes an array, not a Tensor; use tensor.detach()")
     xp = xp_of(data) if hasattr(data, "dtype") else array_module()
     array = xp.asarray(data)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"Tensor data must be numeric (float, int or bool), got dtype "
+                        f"{array.dtype}" + (" (a list holding None or mixed objects?)"
+                                            if array.dtype.kind == "O" else ""))
     if dtype is not None:
-        return array.astype(dtype, copy=False)
-    if array.dtype.kind == "f":
-        return array
-    return array.astype(DEFAULT_DTYPE)
+        array = array.astype(dtype, copy=False)
+    elif array.dtype.kind != "f":
+        array = array.astype(DEFAULT_DTYPE)  # ints and bools become float32
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"minissl computes in float32 or float64, got {array.dtype}; convert "
+                        f"first, e.g. array.astype(np.float32)")
+    return array
 
 
 class Tensor:

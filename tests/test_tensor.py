@@ -85,3 +85,26 @@ def test_leaves_own_their_gradients():
     assert x.grad is not y.grad
     x.grad *= 5  # an in-place update of one gradient (as an optimizer might do)
     np.testing.assert_array_equal(y.grad, np.ones(3))
+
+
+@pytest.mark.parametrize("data, message", [
+    ([None, 1], "must be numeric .* None"),
+    (np.array([1 + 2j]), "must be numeric"),
+    (np.ones(2, np.float16), "float32 or float64, got float16"),
+])
+def test_tensor_refuses_what_it_would_silently_convert(data, message):
+    """issue 12, item 10: one dtype rule; nothing silently becomes a NaN or another float."""
+    with pytest.raises(TypeError, match=message):
+        Tensor(data)
+
+
+def test_ints_and_bools_become_float32_and_floats_keep_their_dtype():
+    assert Tensor([1, 2]).dtype == np.float32 and Tensor(np.array([True])).dtype == np.float32
+    assert Tensor(np.ones(2)).dtype == np.float64
+
+
+def test_linear_refuses_a_mixed_dtype_like_conv2d():
+    from minissl.nn import Linear
+
+    with pytest.raises(TypeError, match="x is float64 but weight is float32"):
+        Linear(2, 3)(Tensor(np.ones((1, 2))))

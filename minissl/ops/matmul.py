@@ -60,10 +60,14 @@ def linear(x, weight, bias=None):
     """Dense layer y = x W^T + b.
 
     Shapes: x (B, in), weight (out, in), bias (out,) or None -> (B, out).
-    Raises ValueError naming the shapes when they do not fit.
+    Raises ValueError naming the shapes when they do not fit, TypeError when x and weight
+    differ in dtype.
     """
     if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
         raise ValueError(f"linear expects x (B, in) and weight (out, in); got {x.shape} and {weight.shape}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"linear: x is {x.dtype} but weight is {weight.dtype} (one dtype, as in "
+                        f"conv2d: convert the input)")
     if bias is None:
         return Linear.apply(x, weight)
     if bias.shape != (weight.shape[0],):
