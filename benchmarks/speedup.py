@@ -31,12 +31,15 @@ LENET_ROWS = [
      "paper_flop_pct": (25.0, 7.6)},
     {"name": "#3", "filters": (3, 12), "conv2_channels": 3, "paper_speedup": (1.99, 7.44),
      "paper_flop_pct": (15.0, 3.6)},
-    {"name": "#4", "columns": (21, 41), "paper_speedup": (2.33, 6.93),
-     "paper_flop_pct": (84.0, 8.2)},
-    {"name": "#5", "columns": (7, 14), "paper_speedup": (5.19, 10.82),
-     "paper_flop_pct": (28.0, 2.8)},
+    # Table 2: conv1 keeps only the filters conv2 reads ("channels 1-2": 2 filters, 1 in #5)
+    {"name": "#4", "columns": (21, 41), "conv1_filters": 2, "paper_speedup": (2.33, 6.93),
+     "paper_flop_pct": (8.4, 8.2)},
+    {"name": "#5", "columns": (7, 14), "conv1_filters": 1, "paper_speedup": (5.19, 10.82),
+     "paper_flop_pct": (1.4, 2.8)},
 ]
 MLP_ROWS = [{"name": "#2", "neurons": (469, 294, 166)}, {"name": "#3", "neurons": (434, 174, 78)}]
+LAYER_LABELS = {"lenet": {"0": "conv1", "2": "conv2"},
+                "mlp": {"0": "fc1", "2": "fc2", "4": "fc3"}}  # module index -> the paper's name
 
 
 def zero_filters(layer, keep):
@@ -54,21 +57,28 @@ def lenet_structure(row, seed):
         zero_filters(conv2, row["filters"][1])
         conv2.weight.data[:, row["conv2_channels"]:] = 0  # channels beyond the kept ones
     else:
+        filters = row["conv1_filters"]
+        zero_filters(conv1, filters)
         for layer, keep in zip((conv1, conv2), row["columns"]):
             columns = layer.weight.data.reshape(layer.weight.shape[0], -1)  # (N, C*KH*KW) view
-            columns[:, ~spread_columns(rng, layer.weight.shape, keep)] = 0
+            # conv1 reads its one input channel; conv2 only the channels of conv1's kept filters
+            channels = layer.weight.shape[1] if layer is conv1 else filters
+            columns[:, ~spread_columns(rng, layer.weight.shape, keep, channels)] = 0
     return model, (1, 28, 28), ["0", "2"]
 
 
-def spread_columns(rng, shape, keep):
-    """A mask of `keep` random shape columns touching as many input channels as possible,
-    so that (as in the paper's Table 2) no earlier filter loses all its readers needlessly."""
-    channels, window = shape[1], shape[2] * shape[3]
-    mask = np.zeros(channels * window, dtype=bool)
+def spread_columns(rng, shape, keep, channels):
+    """A mask of `keep` random shape columns among the first `channels` input channels,
+    touching as many of them as possible, so that (as in the paper's Table 2) no kept filter
+    of the previous layer loses all its readers."""
+    window = shape[2] * shape[3]
+    if keep > channels * window:
+        raise ValueError(f"{keep} columns do not fit in {channels} channels of {window} taps")
+    mask = np.zeros(shape[1] * window, dtype=bool)
     for channel in rng.permutation(channels)[:keep]:  # one column in each of `keep` channels
         mask[channel * window + rng.integers(window)] = True
-    rest = rng.permutation(np.flatnonzero(~mask))[:keep - mask.sum()]
-    mask[rest] = True
+    allowed = np.flatnonzero(~mask[:channels * window])
+    mask[rng.permutation(allowed)[:keep - mask.sum()]] = True
     return mask
 
 
@@ -118,7 +128,8 @@ def time_row(row, structure, batch, args, images):
                                  min_seconds=args.min_seconds)
     paper = row.get("paper_speedup", (None,) * len(layer_names))
     paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
-    layers = [{**speed.summary(), "paper_flop_pct": paper_flops[position],
+    layers = [{**speed.summary(), "layer": LAYER_LABELS[args.paper][speed.layer],
+               "module": speed.layer, "paper_flop_pct": paper_flops[position],
                "paper_speedup": paper[position]} for position, speed in enumerate(speeds)]
     whole = timing.network_speedup(model, small, x, args.repeats, min_seconds=args.min_seconds)
     return {"name": row["name"], "batch": batch, "layers": layers, "whole_speedup": whole,
@@ -126,16 +137,16 @@ def time_row(row, structure, batch, args, images):
             "shapes": {plan_row.name: plan_row.shape_after for plan_row in plan.layers}}
 
 
-def print_rows(rows, layer_labels):
+def print_rows(rows):
     print(f"{'row':<5}{'layer':<7}{'kept shape':<14}{'FLOP %':>7}{'speedup':>9}{'ideal':>8}"
           f"{'effic.':>8}{'GEMM':>7}{'CSR':>7}{'struct/CSR':>11}{'paper FLOP %':>13}"
           f"{'paper speedup':>14}")
     for row in rows:
         for entry in row["layers"]:
-            shape = "x".join(map(str, row["shapes"][entry["layer"]]))
+            shape = "x".join(map(str, row["shapes"][entry["module"]]))
             paper = f"{entry['paper_speedup']:.2f}" if entry["paper_speedup"] else "-"
             paper_flops = f"{entry['paper_flop_pct']:.1f}" if entry["paper_flop_pct"] else "-"
-            print(f"{row['name']:<5}{layer_labels[entry['layer']]:<7}{shape:<14}"
+            print(f"{row['name']:<5}{entry['layer']:<7}{shape:<14}"
                   f"{entry['flop_pct']:>7.1f}{entry['speedup']:>9.2f}{entry['ideal_speedup']:>8.2f}"
                   f"{entry['efficiency']:>8.2f}{entry['gemm_speedup']:>7.2f}"
                   f"{entry['csr_speedup']:>7.2f}"
@@ -166,22 +177,23 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.paper == "lenet":
-        specs, structure, labels = LENET_ROWS, lenet_structure, {"0": "conv1", "2": "conv2"}
+        specs, structure = LENET_ROWS, lenet_structure
     else:
-        specs, structure, labels = MLP_ROWS, mlp_structure, {"0": "fc1", "2": "fc2", "4": "fc3"}
+        specs, structure = MLP_ROWS, mlp_structure
     results = []
     images = mnist_test_images((1, 28, 28) if args.paper == "lenet" else (784,))
     for batch in dict.fromkeys((args.batch, 1)):
         rows = [time_row(spec, structure, batch, args, images) for spec in specs]
         print(f"\n{args.paper}, batch {batch} (speedup = dense time / compacted time; "
               f"CSR = dense time / scipy CSR time)")
-        print_rows(rows, labels)
+        print_rows(rows)
         results += rows
     if args.paper == "lenet":
         print("\nnote: FLOP % is what the compactor kept. Where a layer reads fewer channels than"
-              " the previous layer has filters (#2: conv2 reads 4 of conv1's 5; #5: 14 columns"
-              " touch at most 14 of 20 channels), the unread filters go too, so conv1 is smaller"
-              " than in the paper's table, which counts them.")
+              " the previous layer has filters (#2: conv2 reads 4 of conv1's 5), the unread"
+              " filters go too, so conv1 is smaller than in the paper's table, which counts"
+              " them. #4 and #5 keep 2 and 1 conv1 filters, as Table 2's \"channels 1-2\" and"
+              " \"1-1\" say.")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"paper": args.paper, "rows": results}, handle, indent=2)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from minissl.compact import compact
 from benchmarks import (input_pipeline, kernels, memory_reuse, profile_step, speedup, threads,
                         train_throughput)
 
@@ -26,7 +27,8 @@ def test_speedup_mlp_writes_the_issue_schema(tmp_path, capsys):
     assert [row["name"] for row in rows] == ["#2", "#3", "#2", "#3"]  # batch 8, then batch 1
     first = rows[0]
     assert set(first) >= {"name", "layers", "whole_speedup"}
-    assert [layer["layer"] for layer in first["layers"]] == ["0", "2", "4"]
+    assert [layer["layer"] for layer in first["layers"]] == ["fc1", "fc2", "fc3"]
+    assert [layer["module"] for layer in first["layers"]] == ["0", "2", "4"]
     assert set(first["layers"][0]) >= {"layer", "flop_pct", "speedup", "ideal_speedup",
                                        "csr_speedup"}
     assert first["layers"][0]["flop_pct"] == pytest.approx(100 * 469 * 294 / (784 * 500))
@@ -39,10 +41,20 @@ def test_lenet_structures_have_the_papers_kept_filters_and_columns():
     model, _, _ = speedup.lenet_structure(speedup.LENET_ROWS[1], seed=0)  # #3: 3 and 12 filters
     assert int((abs(model[0].weight.data).sum(axis=(1, 2, 3)) > 0).sum()) == 3
     assert int((abs(model[2].weight.data).sum(axis=(1, 2, 3)) > 0).sum()) == 12
-    model, _, _ = speedup.lenet_structure(speedup.LENET_ROWS[2], seed=0)  # #4: 21 and 41 columns
-    for layer, kept in ((model[0], 21), (model[2], 41)):
-        columns = layer.weight.data.reshape(layer.weight.shape[0], -1)
-        assert int((abs(columns).sum(axis=0) > 0).sum()) == kept
+    # Table 2 read right: #4 keeps 2 conv1 filters x 21 columns and 41 conv2 columns on those 2
+    # channels (FLOP 8.4% / 8.2%); #5 keeps 1 filter x 7 columns and 14 columns on 1 channel
+    for row, filters, columns, flop_pct in ((speedup.LENET_ROWS[2], 2, (21, 41), (8.4, 8.2)),
+                                            (speedup.LENET_ROWS[3], 1, (7, 14), (1.4, 2.8))):
+        model, input_shape, _ = speedup.lenet_structure(row, seed=0)
+        conv1, conv2 = model[0].weight.data, model[2].weight.data
+        assert int((abs(conv1).sum(axis=(1, 2, 3)) > 0).sum()) == filters
+        for weight, kept in ((conv1, columns[0]), (conv2, columns[1])):
+            assert int((abs(weight.reshape(weight.shape[0], -1)).sum(axis=0) > 0).sum()) == kept
+        assert int((abs(conv2).sum(axis=(0, 2, 3)) > 0).sum()) == filters  # channels read
+        _, plan = compact(model, input_shape)
+        assert [round(100 * layer.flops_after / layer.flops_before, 1)
+                for layer in plan.layers[:2]] == list(flop_pct)
+
 
 
 def test_profile_step_accounts_for_every_op(tmp_path, capsys):
