@@ -20,6 +20,19 @@ EVAL_BATCH = 1000
 TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this long
 
 
+def run(main):
+    """Run a demo's main(); Ctrl-C ends it with one line and exit status 130, not a traceback.
+
+    Nothing is written for an interrupted run (results.json is written once, at the end).
+    """
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): stopped before the end; nothing was written",
+              file=sys.stderr)
+        sys.exit(130)
+
+
 def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, dataset="mnist"):
     """Add the flags every training demo has, with the demo's own defaults.
 
@@ -178,7 +191,10 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
     model.train()
     total_loss, wrong, seen, start = 0.0, 0, 0, time.perf_counter()
     steps = -(-len(inputs) // batch_size)
-    with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr) as bar:
+    # disable=None: no bar when stderr is not a terminal (a log file gets the epoch lines,
+    # not a megabyte of redraws)
+    with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr,
+              disable=None) as bar:
         for batch_inputs, batch_labels in data.batches(inputs, labels, batch_size, rng):
             if augment is not None:
                 batch_inputs = augment(batch_inputs, rng)

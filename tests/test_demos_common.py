@@ -15,3 +15,38 @@ def test_compaction_report_refuses_a_compacted_model_that_disagrees(monkeypatch)
     monkeypatch.setattr(common, "predict", lambda _model, _inputs: next(answers))
     with pytest.raises(RuntimeError, match="disagrees with the sparse one on 3 of 10 images"):
         common.compaction_report(model, inputs, np.zeros(10, np.int64))
+
+
+def test_ctrl_c_ends_a_demo_with_one_line_and_status_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        common.run(interrupted)
+    assert exit_info.value.code == 130
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
+
+
+def test_a_demo_interrupted_by_sigint_prints_no_traceback(tmp_path):
+    """A real SIGINT to `python -m demos.cifar_convnet` while it trains."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "demos.cifar_convnet", "--synthetic", "20000",
+               "--out", str(tmp_path / "run"), "--epochs", "50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        line = process.stdout.readline()  # "data: ..." is printed before training starts
+        if line.startswith("data:"):
+            break
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "results.json").exists()
