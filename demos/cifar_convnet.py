@@ -197,16 +197,8 @@ def main(argv=None):
     for row in rows:  # the weights went into the figure; results.json keeps the numbers
         row.pop("conv1")
         row.pop("weights2")
-    results = {
-        "experiment": "cifar_convnet", "dataset": facts, "rows": rows,
-        "paper_rows": PAPER_ROWS, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
-        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
-        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
-        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
-        "seed": args.seed, "argv": sys.argv,
-    }
-    common.write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+    common.write_results(args, "cifar_convnet", started, facts, rows, history, figure,
+                         paper_rows=PAPER_ROWS)
 
 
 if __name__ == "__main__":

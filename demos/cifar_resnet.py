@@ -160,16 +160,8 @@ def main(argv=None):
     rows = train_rows(args, split, history)
     print_table(rows, args.depth)
     figure = plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png")
-    results = {
-        "experiment": "cifar_resnet", "depth": args.depth, "dataset": facts, "rows": rows,
-        "paper_points": PAPER_POINTS, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
-        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
-        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
-        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
-        "seed": args.seed, "argv": sys.argv,
-    }
-    common.write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+    common.write_results(args, "cifar_resnet", started, facts, rows, history, figure,
+                         depth=args.depth, paper_points=PAPER_POINTS)
 
 
 if __name__ == "__main__":

@@ -341,6 +341,23 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
                    "whole_speedup": whole, "batch": batch}
 
 
+def write_results(args, experiment, started, dataset, rows, history, figure, **extra):
+    """Write <out>/results.json with what every demo records: its rows, the per-epoch
+    history, the training schedule, the wall time since `started` (time.perf_counter()),
+    the seed and the command line, plus `extra`; then say where it and `figure` went."""
+    results = {
+        "experiment": experiment, "dataset": dataset, "rows": rows, **extra,
+        "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
+        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
+        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
+        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
+        "seed": args.seed, "argv": sys.argv,
+    }
+    write_json(args.out / "results.json", results)
+    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+    return results
+
+
 def write_json(path, payload):
     """Write JSON atomically: to a temporary file beside `path`, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -183,17 +183,9 @@ def main(argv=None):
     for row in rows:  # the weights went into the figure; results.json keeps the numbers
         row.pop("conv1")
         row.pop("conv2")
-    results = {
-        "experiment": "mnist_lenet",
-        "dataset": {"name": dataset.name, "source": dataset.source,
-                    "n_train": len(split[1]), "n_test": len(split[3])},
-        "rows": rows, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
-        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
-        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
-        "seed": args.seed, "argv": sys.argv,
-    }
-    common.write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+    facts = {"name": dataset.name, "source": dataset.source, "n_train": len(split[1]),
+             "n_test": len(split[3])}
+    common.write_results(args, "mnist_lenet", started, facts, rows, history, figure)
 
 
 if __name__ == "__main__":
