@@ -30,7 +30,6 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -185,8 +184,7 @@ def train_rows(args, split, history):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    common.use_backend(args.backend)
-    started = time.perf_counter()
+    started = common.start_run(args)
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)

@@ -25,7 +25,6 @@ Measured on 2 shared cores (docs/results.md): a ResNet-20 epoch of 50,000 images
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -151,8 +150,7 @@ def train_rows(args, split, history):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    common.use_backend(args.backend)
-    started = time.perf_counter()
+    started = common.start_run(args)
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)

@@ -5,6 +5,7 @@ and writing results.json. Uses only minissl's public API.
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -114,6 +115,26 @@ def use_backend(name):
         set_backend(name)
     except ImportError as error:
         sys.exit(f"error: {error}")
+
+
+def start_run(args):
+    """What every demo does first, before any data is read: select --backend and check that
+    --out can be written (one-line exit otherwise, so no training is lost to a bad path).
+    Returns the start time (time.perf_counter()) for the run's wall time."""
+    use_backend(args.backend)
+    check_writable(args.out)
+    return time.perf_counter()
+
+
+def check_writable(out):
+    """Exit with one line unless `out` is (or can be made) a folder we can write files in."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-check.")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        sys.exit(f"error: --out {out} is not a folder minissl can write in ({error.strerror or error})")
 
 
 def on_backend(array):

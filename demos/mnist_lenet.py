@@ -19,7 +19,6 @@ the speedups, per row).
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -162,8 +161,7 @@ def print_table(rows):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    common.use_backend(args.backend)
-    started = time.perf_counter()
+    started = common.start_run(args)
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
     common.fill_epoch_defaults(args, len(split[1]), EPOCHS, QUICK_EPOCHS)

@@ -140,8 +140,7 @@ def prepare_split(dataset):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    common.use_backend(args.backend)
-    started = time.perf_counter()
+    started = common.start_run(args)
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
     fill_epoch_defaults(args, len(split[1]))

@@ -51,3 +51,16 @@ def test_a_demo_interrupted_by_sigint_prints_no_traceback(tmp_path):
     assert process.returncode == 130, err[-2000:]
     assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda tmp: tmp / "a_file",            # --out names an existing file
+    lambda tmp: tmp / "a_file" / "run",    # --out below a file: cannot be created
+])
+def test_an_unwritable_out_stops_a_demo_before_any_data_is_read(tmp_path, make_out, capsys):
+    from demos import cifar_convnet
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit, match="is not a folder minissl can write in"):
+        cifar_convnet.main(["--synthetic", "200", "--out", str(make_out(tmp_path))])
+    assert "data:" not in capsys.readouterr().out  # it stopped before loading anything
