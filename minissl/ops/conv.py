@@ -32,7 +32,8 @@ from minissl.backend import xp_of
 from minissl.ops.shape import reshape
 from minissl.tensor import Tensor
 
-COLS_CHUNK_ELEMENTS = 2 ** 21
+COLS_CHUNK_ELEMENTS = 2 ** 21      # NumPy: patch chunks of 8 MB (float32) stay in cache
+GPU_COLS_CHUNK_ELEMENTS = 2 ** 26  # CuPy: one chunk per batch on CIFAR shapes (few, big GEMMs)
 
 _SCRATCH = {}  # (name, array module, dtype) -> flat buffer, grown as needed
 
@@ -52,9 +53,11 @@ def _scratch(name, shape, dtype, xp):
     return buffer[:size].reshape(shape)
 
 
-def _image_chunks(batch, rows, pixels):
-    """[(start, stop), ...] covering the batch, each chunk's patches within the budget."""
-    per_chunk = max(1, COLS_CHUNK_ELEMENTS // (rows * pixels))
+def _image_chunks(batch, rows, pixels, xp):
+    """[(start, stop), ...] covering the batch, each chunk's patches within the budget of
+    the array module `xp` (a GPU has memory to spare and wants large GEMMs)."""
+    budget = COLS_CHUNK_ELEMENTS if xp is np else GPU_COLS_CHUNK_ELEMENTS
+    per_chunk = max(1, budget // (rows * pixels))
     return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
 
 
@@ -71,7 +74,7 @@ class Conv2d(Function):
         out_w = kernels.conv_output_size(x.shape[3], kernel_w, stride, padding)
         pixels = out_h * out_w
         geometry = (kernel_h, kernel_w, stride, padding)
-        chunks = _image_chunks(batch, depth, pixels)
+        chunks = _image_chunks(batch, depth, pixels, xp)
         out = xp.empty((batch, c_out, pixels), dtype=x.dtype)
         for start, stop in chunks:
             images = stop - start
