@@ -31,8 +31,6 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 import argparse
 import sys
 
-import numpy as np
-
 from demos import common
 from minissl import augment, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind, GroupRule
@@ -156,47 +154,55 @@ def print_table(rows):
               f"{triple(row['speedup'], '{:.2f}'):<22}{whole:>6}")
 
 
-def train_rows(args, split, history):
-    """The baseline (unless --no-baseline) and one SSL row per --ssl-scales factor."""
-    rows = []
+def baseline_row(args, split, record):
+    """Train the dense ConvNet; returns its row."""
+    model = models.cifar_convnet(seed=args.seed).to_backend()
+    common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr,
+                       augment=augment.random_crop_flip)
+    seconds = common.phase_seconds(record, "baseline")
+    print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
+          f"{seconds:.1f} s per epoch")
+    return {**result_row("baseline", model, split), "seconds_per_epoch": seconds}
+
+
+def ssl_row(args, split, record, name, rules):
+    """Train one SSL row (prox epochs, cut, fine-tuning), compact and time it."""
+    model = models.cifar_convnet(seed=args.seed).to_backend()
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name,
+                                  describe_structure, augment=augment.random_crop_flip)
+    return result_row(name, model, split, rules, cut)
+
+
+def train_rows(args, split, record):
+    """The baseline (unless --no-baseline) and one SSL row per --ssl-scales factor, each
+    added to `record` as it finishes."""
     if not args.no_baseline:
-        model = models.cifar_convnet(seed=args.seed).to_backend()
-        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr,
-                           augment=augment.random_crop_flip)
-        seconds = float(np.mean([record["seconds"] for record in history]))
-        print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
-              f"{seconds:.1f} s per epoch")
-        rows.append(result_row("baseline", model, split))
-        rows[-1]["seconds_per_epoch"] = seconds
+        common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
     for scale in args.ssl_scales:
-        model = models.cifar_convnet(seed=args.seed).to_backend()
         rules = ssl_rules(args, scale)
         if not rules:
             print(f"note: SSL x{scale:g} has no group with a positive lambda; skipped")
             continue
-        lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
         name = f"SSL x{scale:g}"
-        cut, _, _ = common.ssl_phases(model, lasso, args, split, history, name,
-                                      describe_structure, augment=augment.random_crop_flip)
-        rows.append(result_row(name, model, split, rules, cut))
-    return rows
+        common.train_row(record, name, lambda: ssl_row(args, split, record, name, rules))
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    started = common.start_run(args)
+    record = common.start_run(args, "cifar_convnet")
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
-    history = []
-    rows = train_rows(args, split, history)
-    print_table(rows)
-    figure = plots.cifar_filters_figure(rows, args.out / "filters.png")
-    for row in rows:  # the weights went into the figure; results.json keeps the numbers
-        row.pop("conv1")
-        row.pop("weights2")
-    common.write_results(args, "cifar_convnet", started, facts, rows, history, figure,
-                         paper_rows=PAPER_ROWS)
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
+    train_rows(args, split, record)
+    rows = common.trained_rows(record.rows)
+    figure = None
+    if rows:
+        print_table(rows)
+        # the weights (conv1, weights2) go into the figure; results.json keeps the numbers
+        figure = plots.cifar_filters_figure(rows, args.out / "filters.png")
+    common.write_results(record, facts, figure, paper_rows=PAPER_ROWS)
 
 
 if __name__ == "__main__":

@@ -128,38 +128,44 @@ def print_table(rows, depth):
           f"and the fc, as in the paper)")
 
 
-def train_rows(args, split, history):
-    rows = []
-    if not args.no_baseline:
-        model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
-        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr,
-                           augment=augment.random_crop_flip)
-        rows.append(result_row(f"ResNet-{args.depth}", model, split))
-    if args.depth_lambda > 0:
-        model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
-        rules = [GroupRule(f"{name}.branch", GroupKind.DEPTH, args.depth_lambda)
-                 for name, _ in blocks_of(model)]
-        lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
-        cut, _, _ = common.ssl_phases(model, lasso, args, split, history, "SSL-ResNet",
-                                      describe_depth, augment=augment.random_crop_flip)
-        row = result_row("SSL-ResNet", model, split, rules, cut)
-        row["name"] = f"SSL-ResNet-{row['layers']}"
-        rows.append(row)
-    return rows
+def baseline_row(args, split, record):
+    """Train the dense ResNet; returns its row."""
+    model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
+    common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr,
+                       augment=augment.random_crop_flip)
+    return result_row(f"ResNet-{args.depth}", model, split)
+
+
+def ssl_row(args, split, record):
+    """Train the SSL-ResNet row (depth groups on every block's branch), cut, compact."""
+    model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
+    rules = [GroupRule(f"{name}.branch", GroupKind.DEPTH, args.depth_lambda)
+             for name, _ in blocks_of(model)]
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    cut, _, _ = common.ssl_phases(model, lasso, args, split, record, "SSL-ResNet",
+                                  describe_depth, augment=augment.random_crop_flip)
+    row = result_row("SSL-ResNet", model, split, rules, cut)
+    row["name"] = f"SSL-ResNet-{row['layers']}"
+    return row
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    started = common.start_run(args)
+    record = common.start_run(args, "cifar_resnet")
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
-    history = []
-    rows = train_rows(args, split, history)
-    print_table(rows, args.depth)
-    figure = plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png")
-    common.write_results(args, "cifar_resnet", started, facts, rows, history, figure,
-                         depth=args.depth, paper_points=PAPER_POINTS)
+    record.set(dataset=facts, depth=args.depth, paper_points=PAPER_POINTS)
+    if not args.no_baseline:
+        common.train_row(record, f"ResNet-{args.depth}", lambda: baseline_row(args, split, record))
+    if args.depth_lambda > 0:
+        common.train_row(record, "SSL-ResNet", lambda: ssl_row(args, split, record))
+    rows = common.trained_rows(record.rows)
+    figure = None
+    if rows:
+        print_table(rows, args.depth)
+        figure = plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png")
+    common.write_results(record, facts, figure, depth=args.depth, paper_points=PAPER_POINTS)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """What every demo shares: common flags, data loading, the training loop, evaluation
-and writing results.json. Uses only minissl's public API.
+and the run's record (results.json, through demos.harness). Uses only minissl's public API.
 """
 
-import json
+import math
 import os
 import sys
 import tempfile
@@ -17,6 +17,9 @@ from minissl import (Tensor, augment, compact, data, no_grad, ops, optim, set_ba
                      to_numpy)
 from minissl.backend import array_module
 
+from demos import harness
+from demos.harness import Diverged
+
 EVAL_BATCH = 1000
 TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this long
 
@@ -24,14 +27,25 @@ TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this lon
 def run(main):
     """Run a demo's main(); Ctrl-C ends it with one line and exit status 130, not a traceback.
 
-    Nothing is written for an interrupted run (results.json is written once, at the end).
+    What the run finished (rows, epochs) is kept: results.json is written once more, with
+    "complete": false and "interrupted": true. The output folder's lock is released however
+    the run ends.
     """
     try:
         main()
     except KeyboardInterrupt:
-        print("\ninterrupted (Ctrl-C): stopped before the end; nothing was written",
-              file=sys.stderr)
+        record = harness.current_record()
+        kept = "nothing was written"
+        if record is not None:
+            record.save(complete=False, interrupted=True)
+            kept = (f"{len(record.rows)} finished rows and {len(record.history)} epochs are in "
+                    f"{record.path} (complete: false)")
+        print(f"\ninterrupted (Ctrl-C): stopped before the end; {kept}", file=sys.stderr)
         sys.exit(130)
+    finally:
+        record = harness.current_record()
+        if record is not None:
+            record.close()
 
 
 def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, dataset="mnist"):
@@ -73,6 +87,9 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, da
                              "(GPU; needs pip install -e '.[gpu]')")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: fewer epochs (the demo's docstring says how long)")
+    parser.add_argument("--force", action="store_true",
+                        help="take over --out even when another run's lock is there (use when "
+                             "that run is gone)")
 
 
 def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
@@ -117,13 +134,36 @@ def use_backend(name):
         sys.exit(f"error: {error}")
 
 
-def start_run(args):
-    """What every demo does first, before any data is read: select --backend and check that
-    --out can be written (one-line exit otherwise, so no training is lost to a bad path).
-    Returns the start time (time.perf_counter()) for the run's wall time."""
+def start_run(args, experiment):
+    """What every demo does first, before any data is read: select --backend, check that
+    --out can be written and lock it for this run (one-line exit otherwise, so no training
+    is lost to a bad path or to a second run writing into the same folder).
+    Returns the run's harness.RunRecord: results.json, kept current after every epoch and row.
+    """
     use_backend(args.backend)
     check_writable(args.out)
-    return time.perf_counter()
+    return harness.start_record(args, experiment)
+
+
+def train_row(record, name, train):
+    """Run `train()`, which trains one row of the table and returns it as a dict, and add
+    the row to `record`. A row whose loss diverged is kept as {"name", "diverged": why},
+    with nothing else claimed for it, and the run goes on with the next row."""
+    try:
+        row = train()
+    except Diverged as error:
+        print(f"{name}: {error}; this row is marked diverged (no compaction, no table line)")
+        row = {"name": name, "diverged": str(error)}
+    record.add_row(row)
+    return row
+
+
+def trained_rows(rows):
+    """The rows that trained to the end (for tables and figures); says which diverged."""
+    for row in rows:
+        if "diverged" in row:
+            print(f"{row['name']}: diverged ({row['diverged']})")
+    return [row for row in rows if "diverged" not in row]
 
 
 def check_writable(out):
@@ -216,7 +256,8 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
     # not a megabyte of redraws)
     with tqdm(total=steps, desc=description, leave=False, unit="batch", file=sys.stderr,
               disable=None) as bar:
-        for batch_inputs, batch_labels in data.batches(inputs, labels, batch_size, rng):
+        for step, (batch_inputs, batch_labels) in enumerate(
+                data.batches(inputs, labels, batch_size, rng), start=1):
             if augment is not None:
                 batch_inputs = augment(batch_inputs, rng)
             logits = model(Tensor(on_backend(batch_inputs)))
@@ -231,26 +272,31 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
                 regularizer.after_step(lr)
             if schedule is not None:
                 schedule.step()
-            total_loss += loss.item() * len(batch_labels)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise Diverged(f"the training loss became {loss_value} at step {step} of "
+                               f"{description}; try a lower --lr (this phase: {lr:g})")
+            total_loss += loss_value * len(batch_labels)
             wrong += int((to_numpy(logits.data).argmax(axis=1) != batch_labels).sum())
             seen += len(batch_labels)
             bar.update(1)
-            if bar.n % 20 == 0 or seen == len(inputs):
+            if step % 20 == 0 or seen == len(inputs):
                 rate = seen / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{1 - wrong / seen:.4f}",
                                 img_s=f"{rate:,.0f}")
     return total_loss / seen, wrong / seen
 
 
-def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None, describe=None,
+def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None, describe=None,
                 augment=None):
     """Train for `epochs` with SGD and a per-step cosine schedule from `lr` to 0.
 
     `split` is (x_train, y_train, x_test, y_test); `args` gives momentum, weight_decay,
     batch_size and seed. After each epoch the test error is measured, a line is printed
-    and a record appended to `history`; `describe(model)`, when given, returns a dict of
-    extra fields for that record and a short text for the line. `augment` is passed to
-    train_epoch.
+    and the epoch added to `record` (a harness.RunRecord, which saves results.json);
+    `describe(model)`, when given, returns a dict of extra fields for that epoch and a short
+    text for the line. `augment` is passed to train_epoch. Raises Diverged when the loss
+    stops being finite.
     """
     x_train, y_train, x_test, y_test = split
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
@@ -265,16 +311,16 @@ def train_phase(model, args, split, history, phase, epochs, lr, regularizer=None
                                         regularizer, augment)
         seconds = time.perf_counter() - start
         test_error = error_rate(model, x_test, y_test)
-        record = {"phase": phase, "epoch": epoch, "loss": loss, "train_error": train_error,
-                  "test_error": test_error, "seconds": seconds}
+        epoch_record = {"phase": phase, "epoch": epoch, "loss": loss, "train_error": train_error,
+                        "test_error": test_error, "seconds": seconds}
         extra, text = describe(model) if describe is not None else ({}, "")
-        record.update(extra)
-        history.append(record)
+        epoch_record.update(extra)
+        record.add_epoch(epoch_record)
         print(f"{phase} epoch {epoch:2d}/{epochs}: loss {loss:.4f}  train error {train_error:.2%}  "
               f"test error {test_error:.2%}  {seconds:.1f} s{text}")
 
 
-def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phase=None,
+def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase=None,
                augment=None):
     """The SSL schedule every demo follows, returning (CutReport, error before, error after).
 
@@ -284,7 +330,7 @@ def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phas
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
     `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
-    train_phase(model, args, split, history, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
+    train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
                 describe, augment)
     error_before = error_rate(model, split[2], split[3])
     cut = lasso.zero_small_groups(args.cut)
@@ -293,7 +339,7 @@ def ssl_phases(model, lasso, args, split, history, name, describe=None, ssl_phas
           f"zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "
           f"{error_before:.2%} -> {error_after:.2%}")
     if args.finetune_epochs:
-        train_phase(model, args, split, history, f"{name} fine-tune", args.finetune_epochs,
+        train_phase(model, args, split, record, f"{name} fine-tune", args.finetune_epochs,
                     args.finetune_lr, lasso.hold_zeros(), describe, augment)
     return cut, error_before, error_after
 
@@ -362,26 +408,20 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
                    "whole_speedup": whole, "batch": batch}
 
 
-def write_results(args, experiment, started, dataset, rows, history, figure, **extra):
-    """Write <out>/results.json with what every demo records: its rows, the per-epoch
-    history, the training schedule, the wall time since `started` (time.perf_counter()),
-    the seed and the command line, plus `extra`; then say where it and `figure` went."""
-    results = {
-        "experiment": experiment, "dataset": dataset, "rows": rows, **extra,
-        "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
-        "finetune_epochs": args.finetune_epochs, "history": history, "lr": args.lr,
-        "finetune_lr": args.finetune_lr, "weight_decay": args.weight_decay,
-        "batch_size": args.batch_size, "wall_time_s": time.perf_counter() - started,
-        "seed": args.seed, "argv": sys.argv,
-    }
-    write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
-    return results
+def phase_seconds(record, phase):
+    """Mean seconds per epoch of the named phase in `record`'s history."""
+    return float(np.mean([epoch["seconds"] for epoch in record.history
+                          if epoch["phase"] == phase]))
 
 
-def write_json(path, payload):
-    """Write JSON atomically: to a temporary file beside `path`, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+def write_results(record, dataset, figure, **extra):
+    """Finish the run: write the complete <out>/results.json (its rows, the per-epoch
+    history, the training schedule, the wall time, the seed and the command line, plus
+    `dataset` and `extra`), release --out, and say where it and `figure` went. Exits with
+    status 1 when every row diverged, so that scripts notice."""
+    record.finish(dataset=dataset, **extra)
+    wall = time.perf_counter() - record.started
+    figure_text = f" and {figure}" if figure is not None else ""
+    print(f"wrote {record.path}{figure_text} ({wall:.0f} s in all)")
+    if record.rows and all("diverged" in row for row in record.rows):
+        sys.exit("error: every row diverged; lower --lr")

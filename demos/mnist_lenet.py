@@ -110,13 +110,13 @@ def ssl_rules(row, args):
     return [GroupRule("0", GroupKind.SHAPE, conv1), GroupRule("2", GroupKind.SHAPE, conv2)]
 
 
-def ssl_row(args, split, history, row):
+def ssl_row(args, split, record, row):
     """Train one SSL row, cut, fine-tune, compact and time it. Returns the result row."""
     model = models.lenet(seed=args.seed).to_backend()
     rules = ssl_rules(row, args)
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
     name = f"SSL {row}"
-    cut, _, _ = common.ssl_phases(model, lasso, args, split, history, name, describe_structure)
+    cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name, describe_structure)
     return result_row(name, model, split, rules, cut)
 
 
@@ -159,31 +159,36 @@ def print_table(rows):
               f"{pair(row['speedup'], '{:.2f}'):<12}{whole:>6}")
 
 
+def baseline_row(args, split, record):
+    """Train the dense LeNet; returns its row."""
+    model = models.lenet(seed=args.seed).to_backend()
+    common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr)
+    seconds = common.phase_seconds(record, "baseline")
+    print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
+          f"{seconds:.1f} s per epoch")
+    return {**result_row("baseline", model, split), "seconds_per_epoch": seconds}
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    started = common.start_run(args)
+    record = common.start_run(args, "mnist_lenet")
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
     common.fill_epoch_defaults(args, len(split[1]), EPOCHS, QUICK_EPOCHS)
-    history, rows = [], []
-    if not args.no_baseline:
-        model = models.lenet(seed=args.seed).to_backend()
-        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr)
-        seconds = float(np.mean([record["seconds"] for record in history]))
-        print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
-              f"{seconds:.1f} s per epoch")
-        rows.append(result_row("baseline", model, split))
-        rows[-1]["seconds_per_epoch"] = seconds
-    for row in args.rows:
-        rows.append(ssl_row(args, split, history, row))
-    print_table(rows)
-    figure = plots.conv_sparsity_figure(rows, args.out / "sparsity.png")
-    for row in rows:  # the weights went into the figure; results.json keeps the numbers
-        row.pop("conv1")
-        row.pop("conv2")
     facts = {"name": dataset.name, "source": dataset.source, "n_train": len(split[1]),
              "n_test": len(split[3])}
-    common.write_results(args, "mnist_lenet", started, facts, rows, history, figure)
+    record.set(dataset=facts)
+    if not args.no_baseline:
+        common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
+    for row in args.rows:
+        common.train_row(record, f"SSL {row}", lambda: ssl_row(args, split, record, row))
+    rows = common.trained_rows(record.rows)
+    figure = None
+    if rows:
+        print_table(rows)
+        # the weights (conv1, conv2) go into the figure; results.json keeps the numbers
+        figure = plots.conv_sparsity_figure(rows, args.out / "sparsity.png")
+    common.write_results(record, facts, figure)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ Writes <out>/results.json and <out>/sparsity.png.
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
 from demos import common
-from minissl import data, models, plots, ssl
+from minissl import data, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind
 
 # Wen et al. 2016, section 4.1 (MLP on MNIST): error and neurons per layer.
@@ -82,7 +81,7 @@ def chain_report(model):
     return ssl.dense_chain_report([layer.weight.data for layer in models.linear_layers(model)])
 
 
-def ssl_row(args, split, history, index, lambdas):
+def ssl_row(args, split, record, index, lambdas):
     """Train one SSL row: prox epochs, the reported cut, masked fine-tuning. Returns the row."""
     model = models.mlp(seed=args.seed).to_backend()
     config = ssl.SSLConfig(ssl.rules_for(model, GroupKind.NEURON_IN, lambdas), mode=ssl.Mode(args.mode),
@@ -90,7 +89,7 @@ def ssl_row(args, split, history, index, lambdas):
     lasso = ssl.GroupLasso(model, config)
     name = f"SSL {index}"
     cut, error_before_cut, error_after_cut = common.ssl_phases(
-        model, lasso, args, split, history, name,
+        model, lasso, args, split, record, name,
         describe_neurons, ssl_phase=f"{name} ({args.mode})")
     report = chain_report(model)
     _, compacted = common.compaction_report(model, split[2], split[3])
@@ -109,7 +108,7 @@ def ssl_row(args, split, history, index, lambdas):
             "cut": {"threshold": args.cut, "groups_zeroed": cut.groups_zeroed,
                     "largest_norm_zeroed": cut.largest_norm_zeroed,
                     "error_before": error_before_cut, "error_after": error_after_cut},
-            "input_mask": np.any(first_weight != 0, axis=0).tolist()}
+            "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}  # (784,) bool, for the figure
 
 
 def flops_pct(neurons, dense=(784, 500, 300, 10)):
@@ -138,37 +137,38 @@ def prepare_split(dataset):
             data.to_float_images(dataset.test_images), dataset.test_labels.astype(np.int64))
 
 
+def baseline_row(args, split, record):
+    """Train the dense MLP; returns its row."""
+    model = models.mlp(seed=args.seed).to_backend()
+    common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr)
+    report = chain_report(model)
+    row = {"name": "baseline", "error": common.error_rate(model, split[2], split[3]),
+           "neurons": report["neurons"], "flops_pct": report["flops_pct"]}
+    print(f"baseline: test error {row['error']:.2%}, "
+          f"{common.phase_seconds(record, 'baseline'):.1f} s per epoch")
+    return row
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    started = common.start_run(args)
+    record = common.start_run(args, "mnist_mlp")
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
     fill_epoch_defaults(args, len(split[1]))
-    history, rows = [], []
+    facts = {"name": dataset.name, "source": dataset.source, "n_train": len(split[1]),
+             "n_test": len(split[3])}
+    record.set(dataset=facts)
     if not args.no_baseline:
-        model = models.mlp(seed=args.seed).to_backend()
-        common.train_phase(model, args, split, history, "baseline", args.epochs, args.lr)
-        report = chain_report(model)
-        rows.append({"name": "baseline", "error": common.error_rate(model, split[2], split[3]),
-                     "neurons": report["neurons"], "flops_pct": report["flops_pct"]})
-        seconds = np.mean([r["seconds"] for r in history if r["phase"] == "baseline"])
-        print(f"baseline: test error {rows[-1]['error']:.2%}, {seconds:.1f} s per epoch")
+        common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
     for index, lambdas in enumerate(args.lambdas, start=1):
-        rows.append(ssl_row(args, split, history, index, lambdas))
-    print_table(rows)
-    figure = plots.mlp_sparsity_figure(rows, args.out / "sparsity.png")
-    for row in rows:
-        row.pop("input_mask", None)
-    results = {
-        "experiment": "mnist_mlp",
-        "dataset": {"name": dataset.name, "source": dataset.source,
-                    "n_train": len(split[1]), "n_test": len(split[3])},
-        "rows": rows, "epochs": args.epochs, "ssl_epochs": args.ssl_epochs,
-        "finetune_epochs": args.finetune_epochs, "history": history,
-        "wall_time_s": time.perf_counter() - started, "seed": args.seed, "argv": sys.argv,
-    }
-    common.write_json(args.out / "results.json", results)
-    print(f"wrote {args.out / 'results.json'} and {figure} ({results['wall_time_s']:.0f} s in all)")
+        common.train_row(record, f"SSL {index}",
+                         lambda: ssl_row(args, split, record, index, lambdas))
+    rows = common.trained_rows(record.rows)
+    figure = None
+    if rows:
+        print_table(rows)
+        figure = plots.mlp_sparsity_figure(rows, args.out / "sparsity.png")
+    common.write_results(record, facts, figure)
 
 
 if __name__ == "__main__":

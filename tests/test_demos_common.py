@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from demos import common
+from demos import common, harness
 from minissl import models
 
 
@@ -27,30 +27,40 @@ def test_ctrl_c_ends_a_demo_with_one_line_and_status_130(capsys):
     assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
 
-def test_a_demo_interrupted_by_sigint_prints_no_traceback(tmp_path):
-    """A real SIGINT to `python -m demos.cifar_convnet` once its first epoch has ended (after
-    the Numba kernels compiled: an interrupt inside Numba's compiler is not ours to catch)."""
+def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
+    """A real SIGINT to `python -m demos.cifar_convnet` halfway: after the baseline row has
+    finished and the first SSL epoch has ended (past Numba's compilation: an interrupt
+    inside Numba's compiler is not ours to catch). One line, status 130, no traceback, and
+    a strict results.json that holds the finished row and says the run is incomplete."""
+    import json
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    out = tmp_path / "run"
     command = [sys.executable, "-m", "demos.cifar_convnet", "--synthetic", "2000",
-               "--out", str(tmp_path / "run"), "--epochs", "50"]
+               "--out", str(out), "--epochs", "1", "--ssl-epochs", "50"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
-        if process.stdout.readline().startswith("baseline epoch  1/50"):
+        line = process.stdout.readline()
+        if line.startswith("SSL") and "epoch  1/50" in line:
             break
     assert process.poll() is None, process.communicate()[1][-2000:]
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-2000:]
-    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
-    assert not (tmp_path / "run" / "results.json").exists()
+    assert "interrupted (Ctrl-C)" in err and "1 finished rows" in err and "Traceback" not in err
+    results = json.loads((out / "results.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    assert results["complete"] is False and results["interrupted"] is True
+    assert [row["name"] for row in results["rows"]] == ["baseline"]
+    assert [epoch["phase"] for epoch in results["history"]][:2] == ["baseline", "SSL x1"]
+    assert not (out / harness.LOCK_NAME).exists()  # the folder is free for the next run
 
 
 @pytest.mark.parametrize("make_out", [
