@@ -147,12 +147,17 @@ def print_rows(rows):
             paper = f"{entry['paper_speedup']:.2f}" if entry["paper_speedup"] else "-"
             paper_flops = f"{entry['paper_flop_pct']:.1f}" if entry["paper_flop_pct"] else "-"
             print(f"{row['name']:<5}{entry['layer']:<7}{shape:<14}"
-                  f"{entry['flop_pct']:>7.1f}{entry['speedup']:>9.2f}{entry['ideal_speedup']:>8.2f}"
+                  f"{entry['flop_pct']:>7.1f}"
+                  f"{entry['speedup']:>8.2f}{'?' if entry['flags'] else ' '}"
+                  f"{entry['ideal_speedup']:>8.2f}"
                   f"{entry['efficiency']:>8.2f}{entry['gemm_speedup']:>7.2f}"
                   f"{entry['csr_speedup']:>7.2f}"
                   f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}")
         print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}   "
               f"(same predictions as the sparse model on {row['same_predictions']} test images)")
+    if any(entry["flags"] for row in rows for entry in row["layers"]):
+        print("? = a speedup the FLOPs cannot explain (above its FLOP-ideal, or an unchanged "
+              "layer off 1.00x): machine noise, not a result; --json keeps its flags")
 
 
 def parse_args(argv):

@@ -128,11 +128,15 @@ def result_row(name, model, split, rules=(), cut=None):
         by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
         row["flops_pct"] = [by_layer[layer]["flop_pct"] for layer in CONV_LAYERS]
         row["speedup"] = [by_layer[layer]["speedup"] for layer in CONV_LAYERS]
+        row["speedup_flags"] = [by_layer[layer]["flags"] for layer in CONV_LAYERS]
         row["whole_speedup"] = compacted["whole_speedup"]
+        row["whole_flags"] = compacted["whole_flags"]
+        speeds = "-".join(common.speed_text(value, flags) + "x"
+                          for value, flags in zip(row["speedup"], row["speedup_flags"]))
         print(f"{name} compacted: same predictions on all {len(split[3]):,} test images; "
-              f"forward speedup conv1-conv3 "
-              f"{'-'.join(f'{value:.2f}x' for value in row['speedup'])}, whole network "
-              f"{compacted['whole_speedup']:.2f}x (batch {compacted['batch']})")
+              f"forward speedup conv1-conv3 {speeds}, whole network "
+              f"{common.speed_text(row['whole_speedup'], row['whole_flags'])}x "
+              f"(batch {compacted['batch']})")
     if cut is not None:
         row["cut"] = {"groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}
@@ -147,11 +151,15 @@ def print_table(rows):
           f"{'FLOP %':<22}{'speedup':<22}{'whole':>6}")
     for row in rows + PAPER_ROWS:
         error = f"{row['error']:.2%}" if row["error"] is not None else "-"
-        whole = f"{row['whole_speedup']:.2f}" if row.get("whole_speedup") else "-"
+        whole = common.speed_text(row.get("whole_speedup"), row.get("whole_flags"))
+        speeds = "-"
+        if row["speedup"]:
+            flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
+            speeds = " / ".join(map(common.speed_text, row["speedup"], flags))
         print(f"{row['name']:<14}{error:>7}  {triple(row['row_sparsity'], '{:.1f}'):<22}"
               f"{triple(row['column_sparsity'], '{:.1f}'):<22}"
-              f"{triple(row.get('flops_pct'), '{:.1f}'):<22}"
-              f"{triple(row['speedup'], '{:.2f}'):<22}{whole:>6}")
+              f"{triple(row.get('flops_pct'), '{:.1f}'):<22}{speeds:<22}{whole:>6}")
+    common.flagged_note(rows)
 
 
 def baseline_row(args, split, record):

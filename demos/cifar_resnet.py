@@ -102,13 +102,15 @@ def result_row(name, model, split, rules=(), cut=None):
     row = {"name": name, "error": common.error_rate(model, split[2], split[3]),
            "layers_per_stage": stages, "layers": sum(stages) + 2,  # + first conv and the fc
            "whole_speedup": compacted["whole_speedup"] if compacted else None,
+           "whole_flags": compacted["whole_flags"] if compacted else [],
            "compacted": compacted,
            "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
                      for rule in rules]}
     if compacted is not None:
         print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
               f"parameters, same predictions on all {len(split[3]):,} test images; whole "
-              f"network {compacted['whole_speedup']:.2f}x faster (batch {compacted['batch']})")
+              f"network {common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
+              f"faster (batch {compacted['batch']})")
     if cut is not None:
         row["cut"] = {"groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}
@@ -119,13 +121,14 @@ def print_table(rows, depth):
     print(f"\n{'row':<22}{'error':>7}  {'layers':>6}  {'layers per stage':<18}{'whole speedup':>14}")
     for row in rows:
         stages = "-".join(map(str, row["layers_per_stage"]))
-        whole = f"{row['whole_speedup']:.2f}x" if row.get("whole_speedup") else "-"
+        whole = common.speed_text(row.get("whole_speedup"), row.get("whole_flags"))
         print(f"{row['name']:<22}{row['error']:>7.2%}  {row['layers']:>6}  {stages:<18}{whole:>14}")
     for point in PAPER_POINTS:
         print(f"{point['name']:<22}{point['error']:>7.2%}  {point['layers']:>6}  {'-':<18}"
               f"{'-':>14}")
     print(f"(ours: ResNet-{depth}; # layers = convolutions on the main path + the first conv "
           f"and the fc, as in the paper)")
+    common.flagged_note(rows)
 
 
 def baseline_row(args, split, record):

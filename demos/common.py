@@ -400,12 +400,36 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
     x = Tensor(on_backend(inputs[:batch]))
     layers = [speed.summary() for speed in
               timing.layer_speeds(model, plan, x, min_seconds=TIMING_MIN_SECONDS)]
-    whole = timing.network_speedup(model, small, x, min_seconds=TIMING_MIN_SECONDS)
+    whole = timing.network_speed(model, small, x, min_seconds=TIMING_MIN_SECONDS)
+    whole_flags = timing.speedup_flags(whole.median, (whole.q1, whole.q3),
+                                       100.0 * plan.flops_after / plan.flops_before)
+    for name, flags in [(f"layer {entry['layer']}", entry["flags"]) for entry in layers] + [
+            ("whole network", whole_flags)]:
+        if flags:
+            print(f"warning: {name}: {'; '.join(flags)}: machine noise, not a result (marked "
+                  f"'?' in the table; rerun on a quiet machine)")
     return small, {"error": float((small_predictions != labels).mean()),
                    "same_predictions": [agree, len(inputs)],
                    "params": [plan.params_before, plan.params_after],
                    "flops": [plan.flops_before, plan.flops_after], "layers": layers,
-                   "whole_speedup": whole, "batch": batch}
+                   "whole_speedup": whole.median, "whole_speedup_iqr": [whole.q1, whole.q3],
+                   "whole_flags": whole_flags, "batch": batch}
+
+
+def speed_text(value, flags=()):
+    """A speedup for a table: "2.31", "2.31?" when timing flagged it (not a result, see
+    minissl.timing.speedup_flags), "-" when there is none."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}" + ("?" if flags else "")
+
+
+def flagged_note(rows):
+    """The table's footnote when some speedup in `rows` is marked '?'."""
+    if any(row.get("compacted") and (row["compacted"].get("whole_flags") or any(
+            entry["flags"] for entry in row["compacted"]["layers"])) for row in rows):
+        print("? = a timing the FLOPs cannot explain (machine noise): not a result; "
+              "results.json keeps it with its flags and quartiles")
 
 
 def phase_seconds(record, phase):

@@ -131,14 +131,18 @@ def result_row(name, model, split, rules=(), cut=None):
                      for rule in rules]}
     if compacted is not None:
         by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
+        conv1, conv2 = (common.speed_text(by_layer[layer]["speedup"], by_layer[layer]["flags"])
+                        for layer in CONV_LAYERS)
         print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
               f"parameters, same predictions on all {len(split[3]):,} test images; forward "
-              f"speedup conv1 {by_layer['0']['speedup']:.2f}x, conv2 "
-              f"{by_layer['2']['speedup']:.2f}x, whole network {compacted['whole_speedup']:.2f}x "
+              f"speedup conv1 {conv1}x, conv2 {conv2}x, whole network "
+              f"{common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
               f"(batch {compacted['batch']})")
         row["flops_pct"] = [by_layer[layer]["flop_pct"] for layer in CONV_LAYERS]
         row["speedup"] = [by_layer[layer]["speedup"] for layer in CONV_LAYERS]
+        row["speedup_flags"] = [by_layer[layer]["flags"] for layer in CONV_LAYERS]
         row["whole_speedup"] = compacted["whole_speedup"]
+        row["whole_flags"] = compacted["whole_flags"]
     if cut is not None:
         row["cut"] = {"groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}
@@ -153,10 +157,15 @@ def print_table(rows):
           f"{'FLOP %':<12}{'speedup':<12}{'whole':>6}")
     for row in rows + PAPER_ROWS:
         error = f"{row['error']:.2%}" if row["error"] is not None else "-"
-        whole = f"{row['whole_speedup']:.2f}" if row.get("whole_speedup") else "-"
+        whole = common.speed_text(row.get("whole_speedup"), row.get("whole_flags"))
+        speeds = "-"
+        if row["speedup"]:
+            flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
+            speeds = "-".join(map(common.speed_text, row["speedup"], flags))
         print(f"{row['name']:<16}{error:>7}  {pair(row['filters']):<8}{pair(row['channels']):<9}"
               f"{pair(row['columns']):<9}{pair(row['flops_pct'], '{:.1f}'):<12}"
-              f"{pair(row['speedup'], '{:.2f}'):<12}{whole:>6}")
+              f"{speeds:<12}{whole:>6}")
+    common.flagged_note(rows)
 
 
 def baseline_row(args, split, record):

@@ -94,10 +94,12 @@ def ssl_row(args, split, record, index, lambdas):
     report = chain_report(model)
     _, compacted = common.compaction_report(model, split[2], split[3])
     if compacted is not None:
-        speeds = ", ".join(f"{entry['speedup']:.2f}x" for entry in compacted["layers"])
+        speeds = ", ".join(common.speed_text(entry["speedup"], entry["flags"]) + "x"
+                           for entry in compacted["layers"])
         print(f"{name} compacted: {compacted['params'][0]:,} -> {compacted['params'][1]:,} "
               f"parameters, same predictions on all {len(split[3]):,} test images; forward "
-              f"speedup per layer {speeds}, whole network {compacted['whole_speedup']:.2f}x "
+              f"speedup per layer {speeds}, whole network "
+              f"{common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
               f"(batch {compacted['batch']})")
     first_weight = models.linear_layers(model)[0].weight.data
     zero_groups = [{"layer": layer, "zero": zero, "groups": total}
@@ -125,10 +127,13 @@ def print_table(rows):
         lambdas = ", ".join(f"{value:g}" for value in row.get("lambda", [])) or "-"
         speed, whole = "-", "-"
         if row.get("compacted"):
-            speed = "  ".join(f"{entry['speedup']:5.2f}" for entry in row["compacted"]["layers"])
-            whole = f"{row['compacted']['whole_speedup']:.2f}"
+            speed = "  ".join(f"{common.speed_text(entry['speedup'], entry['flags']):>5}"
+                              for entry in row["compacted"]["layers"])
+            whole = common.speed_text(row["compacted"]["whole_speedup"],
+                                      row["compacted"]["whole_flags"])
         print(f"{row['name']:<18}{row['error']:>7.2%}   {'-'.join(map(str, row['neurons'])):<18}"
               f"{flops:<22}{speed:<22}{whole:>6}   {lambdas}")
+    common.flagged_note(rows)
 
 
 def prepare_split(dataset):

@@ -97,3 +97,21 @@ def test_a_diverged_run_claims_nothing_and_writes_strict_json(tmp_path, no_mnist
     assert [row["name"] for row in results["rows"]] == ["baseline", "SSL 1"]
     assert all(set(row) == {"name", "diverged"} for row in results["rows"])
     assert not (out / harness.LOCK_NAME).exists()
+
+
+def test_a_speedup_the_flops_cannot_explain_is_marked_not_printed_plain(
+        tmp_path, no_mnist_anywhere, capsys, monkeypatch):
+    from minissl import timing
+
+    monkeypatch.setattr(timing, "speedup_flags", lambda speedup, quartiles, flop_pct: [
+        f"{speedup:.2f}x is above its FLOP-ideal 1.00x"])
+    mnist_mlp.main(["--offline", "--out", str(tmp_path / "run"), "--no-baseline", "--epochs", "1",
+                    "--ssl-epochs", "1", "--finetune-epochs", "0", "--lambda", "0.01", "0", "0"])
+    printed = capsys.readouterr().out
+    assert "warning: layer 0:" in printed and "machine noise, not a result" in printed
+    assert "? = a timing the FLOPs cannot explain" in printed
+    table_line = [line for line in printed.splitlines() if line.startswith("SSL 1 ")][-1]
+    assert table_line.count("?") == 4  # three layers and the whole network
+    results = strict_json(tmp_path / "run" / "results.json")
+    assert all(entry["flags"] for entry in results["rows"][0]["compacted"]["layers"])
+    assert results["rows"][0]["compacted"]["whole_flags"]
