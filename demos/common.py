@@ -186,6 +186,7 @@ def load_mnist(directory, offline=False):
     """Resolve MNIST (see minissl.data.mnist), print where it came from, return MnistData."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", data.MnistFallbackWarning)
+        warnings.simplefilter("always", data.NotCanonicalMnistWarning)
         try:
             dataset = data.mnist(directory, download=not offline)
         except data.DataError as error:

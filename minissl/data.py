@@ -3,12 +3,15 @@ bundled sample), SHA-256 verification and seeded mini-batches.
 
 Where MNIST comes from, in order (DESIGN.md, Data):
   1. an explicit directory passed by the caller (an error if the files are not there);
-  2. $MINISSL_DATA/mnist/  (read at call time);
-  3. the user cache, ~/.cache/minissl/mnist/;
+     any IDX dataset in MNIST's layout is accepted there (checked for structure, not
+     checksum), named after its folder, with a note when it is not the canonical MNIST;
+  2. $MINISSL_DATA/mnist/, or $MINISSL_DATA itself when it is the mnist folder;
+  3. the user cache, ~/.cache/minissl/mnist/ (skipped, with a note, without a usable home);
   4. a download into that cache, when online (atomic: a failed download leaves no file);
   5. offline with nothing found: the bundled sample, 10,000 real MNIST training digits
-     (8,000 train / 2,000 test), with a one-line warning.
-Files may be gzip-compressed (`name.gz`) or raw (`name`); the SHA-256 of the
+     (8,000 train / 2,000 test), with a one-line warning that names every place checked
+     and why it was not used.
+Files may be gzip-compressed (`name.gz`) or raw (`name`). In 2-4 the SHA-256 of the
 decompressed bytes must match the canonical MNIST files.
 
 IDX format (LeCun et al.): two zero bytes, a dtype code, the number of dimensions,
@@ -43,6 +46,7 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+MNIST_CLASSES, MNIST_SIDE = 10, 28
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 SAMPLE_PATH = Path(__file__).parent / "_data" / "mnist_sample.npz"
 # SHA-256 of images.tobytes() + labels.tobytes() of the bundled sample (scripts/build_mnist_sample.py)
@@ -110,8 +114,12 @@ def read_idx(path):
 
 # ---- MNIST resolution -----------------------------------------------------------
 def default_cache_dir():
-    """Return the user cache directory for MNIST, ~/.cache/minissl/mnist."""
-    return Path.home() / ".cache" / "minissl" / "mnist"
+    """Return the user cache directory for MNIST, ~/.cache/minissl/mnist, or None when
+    the home folder cannot be determined."""
+    try:
+        return Path.home() / ".cache" / "minissl" / "mnist"
+    except (RuntimeError, KeyError):  # no HOME and no password-database entry
+        return None
 
 
 def _find_file(directory, stem):
@@ -132,22 +140,73 @@ def _load_verified(path, stem, checksums):
     return parse_idx(raw, str(path))
 
 
-def load_mnist_directory(directory, checksums=MNIST_SHA256):
-    """Load the four MNIST files from `directory`; `checksums=None` skips verification.
-
-    Raises DataError naming the directory and every missing file, or the file that fails.
-    """
-    directory = Path(directory)
+def _paths_or_error(directory):
+    """The four files' paths in `directory`; DataError listing the missing ones."""
     paths = {key: _find_file(directory, stem) for key, stem in MNIST_FILES.items()}
     missing = [MNIST_FILES[key] for key, path in paths.items() if path is None]
     if missing:
         raise DataError(f"{directory}: missing MNIST files {', '.join(missing)} (raw or .gz)")
-    arrays = {key: _load_verified(paths[key], MNIST_FILES[key], checksums) for key in MNIST_FILES}
+    return paths
+
+
+def check_mnist_layout(directory, arrays):
+    """DataError unless `arrays` (the four files) have MNIST's layout: uint8 images
+    (N, 28, 28), uint8 labels (N,) in 0-9, images and labels of a split in equal number."""
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{directory}: {split} images {images.shape} and labels {labels.shape} do not pair up")
+        if images.ndim != 3 or images.shape[1:] != (MNIST_SIDE, MNIST_SIDE):
+            raise DataError(f"{directory}: {split} images have shape {images.shape}; MNIST's "
+                            f"layout is (N, {MNIST_SIDE}, {MNIST_SIDE})")
+        if images.dtype != np.uint8 or labels.dtype != np.uint8:
+            raise DataError(f"{directory}: {split} files hold {images.dtype} images and "
+                            f"{labels.dtype} labels; MNIST's layout is uint8 for both")
+        if labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{directory}: {split} images {images.shape} and labels "
+                            f"{labels.shape} do not pair up")
+        if len(labels) and labels.max() >= MNIST_CLASSES:
+            raise DataError(f"{directory}: {split} labels go up to {labels.max()}; MNIST's "
+                            f"layout has {MNIST_CLASSES} classes, 0-{MNIST_CLASSES - 1}")
+
+
+def load_mnist_directory(directory, checksums=MNIST_SHA256):
+    """Load the four MNIST files from `directory`, each verified against `checksums`
+    (None skips that), and checked for MNIST's layout.
+
+    Raises DataError naming the directory and every missing file, or the file that fails.
+    """
+    directory = Path(directory)
+    paths = _paths_or_error(directory)
+    arrays = {key: _load_verified(paths[key], MNIST_FILES[key], checksums) for key in MNIST_FILES}
+    check_mnist_layout(directory, arrays)
     return MnistData(**arrays, name="MNIST", source=str(directory))
+
+
+class NotCanonicalMnistWarning(UserWarning):
+    """The explicit directory holds valid IDX files in MNIST's layout that are not MNIST."""
+
+
+def load_idx_directory(directory, checksums=MNIST_SHA256):
+    """Load any IDX dataset in MNIST's layout (file names, uint8 28x28 images, labels 0-9)
+    from an explicit `directory`: checked for structure (magic, dimensions, counts that
+    pair, labels in range, no truncation), not refused for its checksum. It is named
+    "MNIST" when all four files match `checksums`; otherwise it is named after its folder,
+    with a NotCanonicalMnistWarning that says so in one line.
+    """
+    directory = Path(directory)
+    paths = _paths_or_error(directory)
+    raws = {key: read_bytes(paths[key]) for key in MNIST_FILES}
+    arrays = {key: parse_idx(raws[key], str(paths[key])) for key in MNIST_FILES}
+    check_mnist_layout(directory, arrays)
+    canonical = checksums is not None and all(
+        hashlib.sha256(raws[key]).hexdigest() == checksums[stem]
+        for key, stem in MNIST_FILES.items())
+    name = "MNIST"
+    if not canonical:
+        name = f"{directory.resolve().name} (IDX files in MNIST's layout)"
+        warnings.warn(f"{directory}: these IDX files are not the canonical MNIST (SHA-256 "
+                      f"differs); using them as given, as '{directory.resolve().name}'",
+                      NotCanonicalMnistWarning, stacklevel=3)
+    return MnistData(**arrays, name=name, source=str(directory))
 
 
 def download_mnist(cache_dir, mirrors=MNIST_MIRRORS, checksums=MNIST_SHA256):
@@ -205,30 +264,54 @@ class MnistFallbackWarning(UserWarning):
     """MNIST was not found and could not be downloaded; the bundled sample is used instead."""
 
 
+def _why_not_here(folder):
+    """Why `folder` does not hold MNIST: a short text for the fallback message."""
+    if not folder.is_dir():
+        return "no such folder"
+    missing = [stem for stem in MNIST_FILES.values() if _find_file(folder, stem) is None]
+    return f"missing {', '.join(missing)}"
+
+
 def mnist(directory=None, download=True, cache_dir=None, mirrors=MNIST_MIRRORS, checksums=MNIST_SHA256):
     """Return MNIST as MnistData, resolved in the order of the module docstring.
 
-    directory: explicit folder holding the four IDX files (raw or .gz); no fallback then.
+    directory: explicit folder holding the four IDX files (raw or .gz); no fallback then,
+               and any IDX dataset in MNIST's layout is accepted (load_idx_directory).
     download:  try the mirrors when nothing is found locally.
     Raises DataError when a file that is found is corrupt or fails its checksum; warns
-    (MnistFallbackWarning) when it falls back to the bundled sample.
+    (MnistFallbackWarning) when it falls back to the bundled sample, naming every place
+    it checked and why each was not used.
     """
     if directory is not None:
-        return load_mnist_directory(directory, checksums)
+        return load_idx_directory(directory, checksums)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    candidates = [Path(os.environ["MINISSL_DATA"]) / "mnist"] if os.environ.get("MINISSL_DATA") else []
-    for folder in candidates + [cache_dir]:
+    candidates = []
+    if os.environ.get("MINISSL_DATA"):
+        root = Path(os.environ["MINISSL_DATA"])
+        candidates += [("$MINISSL_DATA/mnist", root / "mnist"), ("$MINISSL_DATA", root)]
+    if cache_dir is not None:
+        candidates.append(("the cache", cache_dir))
+    checked = []
+    for label, folder in candidates:
         if all(_find_file(folder, stem) for stem in MNIST_FILES.values()):
             return load_mnist_directory(folder, checksums)
+        checked.append(f"{label} {folder}: {_why_not_here(folder)}")
+    if cache_dir is None:
+        checked.append("the cache: skipped, the home folder is unknown (set HOME)")
     reason = "downloads are off"
-    if download:
+    if download and cache_dir is None:
+        reason = "no download: there is no cache folder to download into"
+    elif download:
         try:
             download_mnist(cache_dir, mirrors, checksums)
             return load_mnist_directory(cache_dir, checksums)
-        except DataError:
-            reason = "the download failed (offline?)"
-    warnings.warn(f"MNIST not found locally and {reason}; using the bundled 10,000-digit sample "
-                  f"(8,000 train / 2,000 test)", MnistFallbackWarning, stacklevel=2)
+        except OSError as error:  # the cache folder cannot be created or written
+            reason = f"no download: the cache folder {cache_dir} is not writable ({error.strerror or error})"
+        except DataError as error:
+            reason = f"the download failed (offline?): {str(error)[:160]}"
+    warnings.warn(f"MNIST not found ({'; '.join(checked) or 'nothing to check'}) and {reason}; "
+                  f"using the bundled 10,000-digit sample (8,000 train / 2,000 test)",
+                  MnistFallbackWarning, stacklevel=2)
     return mnist_sample()
 
 

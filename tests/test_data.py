@@ -109,11 +109,67 @@ def test_cache_is_used_when_minissl_data_is_unset(tmp_path, no_mnist_anywhere):
     assert loaded.source == str(tmp_path / "cache")
 
 
-def test_checksum_mismatch_names_the_file(tmp_path, no_mnist_anywhere):
-    checksums = write_fake_mnist(tmp_path / "mine", seed=1)
+def test_checksum_mismatch_in_the_cache_names_the_file(tmp_path, no_mnist_anywhere):
+    checksums = write_fake_mnist(tmp_path / "cache", seed=1)
     checksums["t10k-labels-idx1-ubyte"] = "0" * 64
     with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.gz: SHA-256 .* expected 0000"):
-        data.mnist(tmp_path / "mine", checksums=checksums)
+        data.mnist(cache_dir=tmp_path / "cache", download=False, checksums=checksums)
+
+
+def test_an_explicit_folder_of_other_idx_files_is_used_and_named_after_it(tmp_path):
+    """--data with a user's own IDX set in MNIST's layout (Fashion-MNIST, say): structure
+    checked, not refused for its checksum, and never called MNIST."""
+    write_fake_mnist(tmp_path / "fashion", seed=1)
+    with pytest.warns(data.NotCanonicalMnistWarning, match="not the canonical MNIST"):
+        loaded = data.mnist(tmp_path / "fashion")
+    assert loaded.name == "fashion (IDX files in MNIST's layout)"
+    assert loaded.train_images.shape == (6, 28, 28)
+
+
+def test_an_explicit_folder_matching_the_checksums_is_mnist(tmp_path, recwarn):
+    checksums = write_fake_mnist(tmp_path / "mine", seed=1)
+    assert data.mnist(tmp_path / "mine", checksums=checksums).name == "MNIST"
+    assert not [w for w in recwarn if issubclass(w.category, data.NotCanonicalMnistWarning)]
+
+
+@pytest.mark.parametrize("stem, array, message", [
+    ("train-labels-idx1-ubyte", np.full(6, 12), r"train labels go up to 12; .* 0-9"),
+    ("t10k-images-idx3-ubyte", np.zeros((4, 32, 32)), r"test images have shape \(4, 32, 32\)"),
+    ("t10k-labels-idx1-ubyte", np.zeros(3), r"test images \(4, 28, 28\) and labels \(3,\) do not pair"),
+])
+def test_an_explicit_folder_is_checked_for_mnists_layout(tmp_path, stem, array, message):
+    write_fake_mnist(tmp_path / "mine", seed=1, compress=False)
+    (tmp_path / "mine" / stem).write_bytes(idx_bytes(array))
+    with pytest.raises(data.DataError, match=message):
+        data.mnist(tmp_path / "mine")
+
+
+def test_minissl_data_may_name_the_mnist_folder_itself(tmp_path, no_mnist_anywhere, monkeypatch):
+    checksums = write_fake_mnist(tmp_path / "env" / "mnist", seed=2)
+    monkeypatch.setenv("MINISSL_DATA", str(tmp_path / "env" / "mnist"))
+    loaded = data.mnist(cache_dir=tmp_path / "cache", download=False, checksums=checksums)
+    assert loaded.source == str(tmp_path / "env" / "mnist")
+
+
+def test_the_fallback_note_names_every_place_checked(tmp_path, no_mnist_anywhere, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.setenv("MINISSL_DATA", str(tmp_path / "elsewhere"))
+    with pytest.warns(data.MnistFallbackWarning) as caught:
+        data.mnist(cache_dir=tmp_path / "cache", download=False)
+    message = str(caught[0].message)
+    assert f"$MINISSL_DATA/mnist {tmp_path / 'elsewhere' / 'mnist'}: no such folder" in message
+    assert f"$MINISSL_DATA {tmp_path / 'elsewhere'}: missing train-images-idx3-ubyte" in message
+    assert f"the cache {tmp_path / 'cache'}: no such folder" in message
+    assert "downloads are off" in message
+
+
+def test_an_unusable_home_falls_back_with_a_note(tmp_path, no_mnist_anywhere, monkeypatch):
+    """HOME naming a file: the cache cannot be created; no traceback, a note says why."""
+    (tmp_path / "home_is_a_file").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "home_is_a_file"))
+    with pytest.warns(data.MnistFallbackWarning, match="cache folder .* is not writable"):
+        loaded = data.mnist(mirrors=("file:///nonexistent-mirror/",))
+    assert loaded.name == "MNIST sample"
 
 
 def test_explicit_directory_with_missing_files_lists_them(tmp_path):
