@@ -8,12 +8,11 @@ dtype and contiguity, and the choice of variant from `minissl.get_backend()`:
     backend "numpy"  -> reference          backend "numba" -> numba_cpu
     CuPy arrays      -> reference (the same lines run on the GPU through CuPy)
 
-Which GEMM runs where (measured on 2 cores, docs/results.md): NumPy's OpenBLAS sgemm
-reaches 150-195 GFLOP/s at 256-2048; our Numba `gemm` reaches about 0.5-0.75x of that at
-512-2048 and 0.3-0.6x on the MLP and LeNet layer products (0.8-1.0x only on LeNet's
-skinniest ones, where both are slow). BLAS is never slower, so `matmul` (what the ops
-call) is BLAS; `gemm` is the readable, tested Numba kernel that `benchmarks/kernels.py`
-measures against it.
+Which GEMM runs where (`python -m benchmarks.kernels`, its GEMM table in docs/results.md,
+2 cores, float32): NumPy's OpenBLAS sgemm reached 124-182 GFLOP/s on squares of 256-2048;
+our Numba `gemm` 0.47-0.76x of that there, and 0.30-0.61x on the MLP and LeNet layer
+products. BLAS was faster on every shape, so `matmul` (what the ops call) is BLAS; `gemm`
+is the readable, tested Numba kernel that `benchmarks/kernels.py` measures against it.
 """
 
 import numpy as np

@@ -69,7 +69,8 @@ def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, 
     Shapes: x (B, C, H, W), rows (R,) int64 -> cols (R, B*OH*OW), overwritten and returned.
     Row (c, kh, kw) is the image channel c shifted by (kh, kw). With stride 1 and an output
     as large as the input (3x3 pad 1, 5x5 pad 2: every CIFAR layer), each (image, row) block
-    is one shifted copy (`_shifted_plane_copy`, about 3x faster on those shapes, measured);
+    is one shifted copy (`_shifted_plane_copy`: im2col of a 16-channel CIFAR layer, both
+    passes, 27.5 -> 14.5 ms in docs/results.md, "What changed");
     otherwise it is written in runs along ow. Offsets are unsigned (`U`): Numba then skips
     its negative-index check.
     """
@@ -318,8 +319,9 @@ def gemm(a, b):
     """Blocked matrix product, parallel over (row block, column block) tiles of the result.
 
     Shapes: a (M, K), b (K, N) -> (M, N), both C-contiguous and of one float dtype.
-    Measured (benchmarks/kernels.py, 2 cores, float32): about 0.5-0.75x of OpenBLAS at
-    512-2048, but only 0.2-0.5x on small or skinny products, so the ops use BLAS.
+    Measured (`python -m benchmarks.kernels`, docs/results.md, 2 cores, float32): 0.47-0.76x
+    of OpenBLAS on squares of 256-2048 and 0.30-0.61x on the MLP and LeNet layer products,
+    so the ops use BLAS.
     """
     m, depth = a.shape
     n = b.shape[1]
