@@ -197,7 +197,9 @@ def train_rows(args, split, record):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = common.resumed_argv(sys.argv[1:] if argv is None else list(argv), "cifar_convnet")
+    args = parse_args(argv)
+    args.argv = argv
     record = common.start_run(args, "cifar_convnet")
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps

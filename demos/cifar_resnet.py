@@ -153,7 +153,9 @@ def ssl_row(args, split, record):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = common.resumed_argv(sys.argv[1:] if argv is None else list(argv), "cifar_resnet")
+    args = parse_args(argv)
+    args.argv = argv
     record = common.start_run(args, "cifar_resnet")
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps

@@ -2,6 +2,7 @@
 and the run's record (results.json, through demos.harness). Uses only minissl's public API.
 """
 
+import json
 import math
 import os
 import sys
@@ -17,7 +18,7 @@ from minissl import (Tensor, augment, compact, data, no_grad, ops, optim, set_ba
                      to_numpy)
 from minissl.backend import array_module
 
-from demos import harness
+from demos import checkpoint, harness
 from demos.harness import Diverged
 
 EVAL_BATCH = 1000
@@ -39,7 +40,8 @@ def run(main):
         if record is not None:
             record.save(complete=False, interrupted=True)
             kept = (f"{len(record.rows)} finished rows and {len(record.history)} epochs are in "
-                    f"{record.path} (complete: false)")
+                    f"{record.path} (complete: false); continue with: python -m "
+                    f"demos.{record.fields['experiment']} --resume {record.path.parent}")
         print(f"\ninterrupted (Ctrl-C): stopped before the end; {kept}", file=sys.stderr)
         sys.exit(130)
     finally:
@@ -87,6 +89,10 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, da
                              "(GPU; needs pip install -e '.[gpu]')")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: fewer epochs (the demo's docstring says how long)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the interrupted run whose --out was DIR, with its own "
+                             "arguments, from its per-epoch checkpoints (ends with the same "
+                             "weights as a run never interrupted)")
     parser.add_argument("--force", action="store_true",
                         help="take over --out even when another run's lock is there (use when "
                              "that run is gone)")
@@ -134,6 +140,37 @@ def use_backend(name):
         sys.exit(f"error: {error}")
 
 
+def resumed_argv(argv, experiment):
+    """The command line to run: `argv` itself, or, when it is `--resume DIR` (alone), the
+    arguments the run in DIR was started with plus --out DIR --resume DIR. Exits with one
+    line when DIR holds no run of this demo to resume."""
+    if "--resume" not in argv:
+        return argv
+    position = argv.index("--resume")
+    if len(argv) != 2 or position != 0:
+        sys.exit("error: --resume DIR takes no other flags: it continues that run with the "
+                 "arguments it was started with")
+    folder = Path(argv[1])
+    try:
+        earlier = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: --resume {folder}: no readable results.json of an earlier run there "
+                 f"({error})")
+    if earlier.get("experiment") != experiment:
+        sys.exit(f"error: --resume {folder}: that run is {earlier.get('experiment')!r}, not "
+                 f"{experiment!r}")
+    if earlier.get("complete"):
+        sys.exit(f"error: --resume {folder}: that run is complete; nothing to resume")
+    original, stored = [], [str(value) for value in earlier["argv"]]
+    while stored:  # drop the earlier --out/--resume: the folder given now is the one
+        flag = stored.pop(0)
+        if flag in ("--out", "--resume"):
+            stored = stored[1:]
+        elif not flag.startswith(("--out=", "--resume=")):
+            original.append(flag)
+    return original + ["--out", str(folder), "--resume", str(folder)]
+
+
 def start_run(args, experiment):
     """What every demo does first, before any data is read: select --backend, check that
     --out can be written and lock it for this run (one-line exit otherwise, so no training
@@ -142,7 +179,9 @@ def start_run(args, experiment):
     """
     use_backend(args.backend)
     check_writable(args.out)
-    return harness.start_record(args, experiment)
+    record = harness.start_record(args, experiment)
+    record.checkpoints = checkpoint.PhaseCheckpoints(args.out, resume=args.resume is not None)
+    return record
 
 
 def train_row(record, name, train):
@@ -298,6 +337,10 @@ def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None,
     `describe(model)`, when given, returns a dict of extra fields for that epoch and a short
     text for the line. `augment` is passed to train_epoch. Raises Diverged when the loss
     stops being finite.
+
+    After every epoch the phase's checkpoint is written (demos.checkpoint); when the run
+    resumes, the phase starts from it: skipped when it had finished, else continued after
+    its last finished epoch, with every state a step depends on restored.
     """
     x_train, y_train, x_test, y_test = split
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=args.momentum,
@@ -305,7 +348,19 @@ def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None,
     steps_per_epoch = -(-len(x_train) // args.batch_size)
     schedule = optim.CosineSchedule(optimizer, total_steps=epochs * steps_per_epoch)
     rng = np.random.default_rng(args.seed)
-    for epoch in range(1, epochs + 1):
+    phase_history, first_epoch = [], 1
+    saved = record.checkpoints.load(phase, epochs)
+    if saved is not None:
+        meta, arrays = saved
+        checkpoint.restore(meta, arrays, model, optimizer, schedule, rng)
+        phase_history = meta["history"]
+        for epoch_record in phase_history:
+            record.add_epoch(epoch_record)
+        first_epoch = meta["epoch"] + 1
+        done = "finished" if meta["epoch"] == epochs else "continues"
+        print(f"{phase}: resumed from its checkpoint after epoch {meta['epoch']}/{epochs} "
+              f"({done})")
+    for epoch in range(first_epoch, epochs + 1):
         start = time.perf_counter()
         loss, train_error = train_epoch(model, optimizer, schedule, x_train, y_train,
                                         args.batch_size, rng, f"{phase} {epoch}/{epochs}",
@@ -317,6 +372,9 @@ def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None,
         extra, text = describe(model) if describe is not None else ({}, "")
         epoch_record.update(extra)
         record.add_epoch(epoch_record)
+        phase_history.append(epoch_record)
+        record.checkpoints.save(phase, epoch, epochs, model, optimizer, schedule, rng,
+                                phase_history)
         print(f"{phase} epoch {epoch:2d}/{epochs}: loss {loss:.4f}  train error {train_error:.2%}  "
               f"test error {test_error:.2%}  {seconds:.1f} s{text}")
 

@@ -38,9 +38,9 @@ class OutputLock:
     """An exclusive claim on an output folder: the file <out>/.minissl-run.lock holding the
     owner's process id and host. Created with O_EXCL, so two runs cannot both get it."""
 
-    def __init__(self, out, force=False):
+    def __init__(self, out, force=False, take_stale=False):
         self.path = Path(out) / LOCK_NAME
-        if force:
+        if force or (take_stale and self._is_stale()):
             self.path.unlink(missing_ok=True)
         try:
             handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -49,6 +49,14 @@ class OutputLock:
         with os.fdopen(handle, "w") as file:
             file.write(f"{os.getpid()} {socket.gethostname()}\n")
         self.owner = os.getpid()
+
+    def _is_stale(self):
+        """True when the lock file names a process on this host that no longer runs."""
+        try:
+            pid, host = self.path.read_text().split()[:2]
+        except (OSError, ValueError):
+            return False
+        return host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid))
 
     def _refusal(self, out):
         try:
@@ -137,6 +145,7 @@ class RunRecord:
         self.started = time.perf_counter()
         self.rows, self.history = [], []
         self.fields = {"experiment": experiment}
+        self.checkpoints = None  # demos.checkpoint.PhaseCheckpoints, set by start_run
 
     def set(self, **fields):
         """Record fields of the run (dataset, schedule, ...) for the next save."""
@@ -157,7 +166,8 @@ class RunRecord:
                                  "momentum", "weight_decay", "batch_size")}
         return {**self.fields, "complete": complete, **status, "rows": self.rows, **schedule,
                 "history": self.history, "wall_time_s": time.perf_counter() - self.started,
-                "seed": getattr(args, "seed", None), "argv": sys.argv}
+                "seed": getattr(args, "seed", None),
+                "argv": getattr(args, "argv", sys.argv[1:])}
 
     def save(self, complete=False, **status):
         write_json(self.path, self.payload(complete, **status))
@@ -178,7 +188,8 @@ class RunRecord:
 def start_record(args, experiment):
     """Lock args.out (exit with one line if another run holds it; --force takes over) and
     return this run's RunRecord, registered for the Ctrl-C handler."""
-    lock = OutputLock(args.out, force=getattr(args, "force", False))
+    lock = OutputLock(args.out, force=getattr(args, "force", False),
+                      take_stale=getattr(args, "resume", None) is not None)
     record = RunRecord(args, experiment, lock)
     _current["record"] = record
     return record

@@ -155,7 +155,9 @@ def baseline_row(args, split, record):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = common.resumed_argv(sys.argv[1:] if argv is None else list(argv), "mnist_mlp")
+    args = parse_args(argv)
+    args.argv = argv
     record = common.start_run(args, "mnist_mlp")
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)

@@ -291,3 +291,60 @@ def test_a_wrong_input_shape_names_the_module_and_the_shapes():
         compact(models.lenet(), input_shape=(1, 32, 32))
     with pytest.raises(CompactionError, match=r"module 0 .* takes 1 channels"):
         compact(models.lenet(), input_shape=(28, 28))
+
+
+def _resnet_with(block_index, *zeroed):
+    """small_resnet() with the named parts of one block zeroed ("branch.0", "branch.3",
+    "shortcut.0", "middle": every middle channel dead)."""
+    model = small_resnet()
+    block = model[block_index]
+    for part in zeroed:
+        if part == "middle":  # BN1 scales and shifts every channel to exactly zero
+            block.branch[1].weight.data[...] = 0
+            block.branch[1].bias.data[...] = 0
+        else:
+            owner, position = part.split(".")
+            getattr(block, owner)[int(position)].weight.data[...] = 0
+    return model
+
+
+@pytest.mark.parametrize("block_index, zeroed", [
+    (3, ["branch.0"]),     # the branch's first conv all zero: the branch adds a constant map
+    (4, ["branch.0"]),     # the same in the block with a projection shortcut
+    (3, ["branch.3"]),     # the second conv all zero: the branch adds BN2's shift
+    (3, ["middle"]),       # every middle channel dead
+    (4, ["shortcut.0"]),   # the projection's 1x1 conv all zero: it adds BN's shift
+])
+def test_a_block_whose_input_still_matters_compacts_to_the_same_function(block_index, zeroed,
+                                                                         digits):
+    """issue 12, item 1: these were refused ("no nonzero weight is left"), yet the output
+    still depends on the input through the block's other path."""
+    model = _resnet_with(block_index, *zeroed)
+    x = inputs_for(digits, (1, 28, 28), np.float64)
+    with no_grad():  # the zeroed part really changed the function, and it still needs x
+        assert not np.allclose(model(Tensor(x)).data, small_resnet()(Tensor(x)).data)
+        outputs = model(Tensor(x)).data
+        assert np.ptp(outputs, axis=0).max() > 1e-3
+    small, plan = compact(model, (1, 28, 28))
+    assert_same_function(model, small, x, 0, 1e-10)
+    assert counted_flops(small, (1, 28, 28)) == plan.flops_after <= plan.flops_before
+
+
+@pytest.mark.parametrize("zeroed, cause", [
+    (["branch.0"], r"layer 4.branch.0 has no nonzero weight left"),
+    (["middle"], r"every middle channel of 4.branch is zero or unused"),
+])
+def test_a_block_that_ignores_its_input_on_both_paths_is_refused_by_name(zeroed, cause):
+    model = _resnet_with(4, "shortcut.0", *zeroed)
+    with pytest.raises(CompactionError, match=f"block 4: {cause} and its projection shortcut's "
+                                              r"layer 4.shortcut.0 has no nonzero weight"):
+        compact(model, (1, 28, 28))
+
+
+def test_a_removed_block_with_a_zero_projection_is_refused():
+    model = small_resnet()
+    for parameter in model[4].branch.parameters():
+        parameter.data[...] = 0
+    model[4].shortcut[0].weight.data[...] = 0
+    with pytest.raises(CompactionError, match=r"block 4: its branch 4.branch is all zero"):
+        compact(model, (1, 28, 28))

@@ -111,6 +111,9 @@ class _WeightLayer:
         self.in_mask = np.ones(channels, dtype=bool)
         self.out_mask = np.ones(weight.shape[0], dtype=bool)
         self.removed = False  # inside a residual block that is dropped
+        # inside a residual block whose output still depends on its input through the other
+        # path: this layer may compute exactly zero (then one zero column stands for it)
+        self.may_be_zero = False
 
     def dead_outputs(self):
         """Outputs that are exactly zero: zero row over the kept inputs, zero bias."""
@@ -127,9 +130,11 @@ class _WeightLayer:
         nonzero = np.any(kept != 0, axis=0)  # (c, K)
         if nonzero.all():
             return None
-        if not nonzero.any():
-            raise CompactionError(f"layer {self.name}: no nonzero weight is left")
         channels = np.flatnonzero(self.in_mask)
+        if not nonzero.any():
+            if self.may_be_zero:  # it computes zeros: one zero column does the same
+                return [int(channels[0]) * self.w3.shape[2]]
+            raise CompactionError(f"layer {self.name}: no nonzero weight is left")
         positions = np.argwhere(nonzero)  # (R, 2) rows (new channel, k), row-major order
         return (channels[positions[:, 0]] * self.w3.shape[2] + positions[:, 1]).tolist()
 
@@ -142,10 +147,16 @@ def _bn_keeps_zero(norm, dead):
 
 
 class _Segment:
-    """A producer's outputs reaching a consumer through channelwise modules (`norms` = BNs)."""
+    """A producer's outputs reaching a consumer through channelwise modules (`norms` = BNs).
 
-    def __init__(self, producer, consumer, norms):
+    With `keep_one` (the middle of a residual branch) a segment whose channels are all dead
+    or unused keeps one of them instead of none: it then carries exactly zero to the
+    consumer (`forced`), and the branch computes a constant that the block still adds.
+    """
+
+    def __init__(self, producer, consumer, norms, keep_one=False):
         self.producer, self.consumer, self.norms = producer, consumer, norms
+        self.keep_one, self.forced = keep_one, False
 
     def settle(self):
         """Apply the dead/unused rules once; return True when the masks changed."""
@@ -153,6 +164,9 @@ class _Segment:
         for _, norm in self.norms:
             dead = _bn_keeps_zero(norm, dead)
         keep = self.producer.out_mask & ~dead & ~self.consumer.unused_inputs()
+        if self.keep_one and not keep.any():
+            keep[np.argmax(self.producer.out_mask)] = True  # the first channel still kept
+            self.forced = True
         changed = bool(np.any(keep != self.producer.out_mask))
         self.producer.out_mask, self.consumer.in_mask = keep, keep.copy()
         return changed
@@ -169,6 +183,7 @@ class _Analysis:
         self.records, self.segments, self.order = {}, [], []
         self.norm_owner = {}    # BN name -> (record, "out" | "in") whose mask it follows
         self.first, self.removed_blocks = None, []
+        self.blocks = []  # (name, branch records, shortcut record or None, middle segment)
         self._walk()
 
     def _record(self, name, module, index, flattened_from):
@@ -210,10 +225,13 @@ class _Analysis:
                     flattened_from = self.shapes[index]
 
     def _walk_block(self, name, block, index):
+        shortcut = None
         if block.shortcut is not None:
             part = f"{name}.shortcut.0"
-            self.records[part] = _WeightLayer(part, block.shortcut[0], self.shapes[index],
-                                              self.shapes[index + 1], 1)
+            shortcut = self.records[part] = _WeightLayer(part, block.shortcut[0],
+                                                         self.shapes[index],
+                                                         self.shapes[index + 1], 1)
+            shortcut.may_be_zero = True  # checked in settle(): the branch must depend on x
             self.order.append(part)
         branch_shapes = trace_shapes(list(block.branch), self.shapes[index])
         parts = {}
@@ -227,10 +245,15 @@ class _Analysis:
             self.removed_blocks.append(name)  # depth: the branch computes exactly 0
             for record in parts.values():
                 record.removed = True
+            self.blocks.append((name, {}, shortcut, None))
             return
         norm_first = (f"{name}.branch.1", block.branch[1])
-        self.segments.append(_Segment(parts[0], parts[3], [norm_first]))
+        middle = _Segment(parts[0], parts[3], [norm_first], keep_one=True)
+        self.segments.append(middle)
         self.norm_owner[norm_first[0]] = (parts[0], "out")
+        for record in parts.values():
+            record.may_be_zero = True  # checked in settle(): the shortcut must depend on x
+        self.blocks.append((name, parts, shortcut, middle))
 
     def settle(self):
         """Apply the rules until no mask changes; raise when a layer loses everything."""
@@ -248,6 +271,32 @@ class _Analysis:
                 continue
             if not record.out_mask.any() or not record.in_mask.any():
                 raise CompactionError(self._nothing_left(record))
+        for block in self.blocks:
+            self._check_block_depends_on_input(*block)
+
+    @staticmethod
+    def _check_block_depends_on_input(name, parts, shortcut, middle):
+        """A block whose branch and shortcut both ignore their input makes the network's
+        output a constant: refuse, naming the layers that made it so. (`middle` is None
+        for a removed block.)"""
+        def kept_weights(record):
+            return record.w3[record.out_mask][:, record.in_mask]
+
+        if shortcut is None or np.any(kept_weights(shortcut)):
+            return  # the identity, or a live projection, carries the input through
+        zero = [record.name for record in parts.values() if not np.any(kept_weights(record))]
+        if middle is None:
+            cause = f"its branch {name}.branch is all zero (removed)"
+        elif zero:
+            cause = f"layer {zero[0]} has no nonzero weight left"
+        elif middle.forced:
+            cause = f"every middle channel of {name}.branch is zero or unused"
+        else:
+            return  # the branch carries the input through
+        raise CompactionError(
+            f"block {name}: {cause} and its projection shortcut's layer {shortcut.name} has no "
+            f"nonzero weight left, so the network's output no longer depends on its input; "
+            f"nothing sensible is left to build")
 
     def _nothing_left(self, record):
         """The message when `record` lost every input or output: it names the layer whose
