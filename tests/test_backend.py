@@ -50,3 +50,23 @@ def test_import_does_not_load_matplotlib_or_set_its_backend(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "depth.png").stat().st_size > 0
+
+
+def test_gpu_check_fails_with_one_line_without_a_gpu(tmp_path):
+    """scripts/gpu_check.sh must not report success (0, "5 skipped") where it cannot run."""
+    import os
+    import subprocess
+
+    try:
+        import cupy
+
+        cupy.cuda.runtime.getDeviceCount()
+        pytest.skip("a GPU with CuPy is here: the script would run for real")
+    except Exception:  # no CuPy or no GPU: the case under test
+        pass
+    root = os.path.dirname(os.path.dirname(__file__))
+    done = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "out")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "gpu_check: needs CuPy and an NVIDIA GPU, found none" in done.stderr
+    assert "passed" not in done.stdout

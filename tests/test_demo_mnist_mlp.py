@@ -78,3 +78,10 @@ def test_bad_flags_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
         mnist_mlp.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_help_states_the_measured_durations(capsys):
+    with pytest.raises(SystemExit):
+        mnist_mlp.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "Measured on 2 cores" in text and "--quick took" in text
