@@ -74,3 +74,23 @@ def test_an_unwritable_out_stops_a_demo_before_any_data_is_read(tmp_path, make_o
     with pytest.raises(SystemExit, match="is not a folder minissl can write in"):
         cifar_convnet.main(["--synthetic", "200", "--out", str(make_out(tmp_path))])
     assert "data:" not in capsys.readouterr().out  # it stopped before loading anything
+
+
+def test_redirected_output_has_one_line_per_epoch_and_no_progress_redraws(tmp_path):
+    """Progress bars only on a terminal: a log file gets the epoch lines, not redraws."""
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "MINISSL_DATA"}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "demos.mnist_mlp", "--offline", "--out", str(tmp_path / "run"),
+         "--no-baseline", "--epochs", "1", "--ssl-epochs", "2", "--finetune-epochs", "1",
+         "--lambda", "0.01", "0", "0"],
+        capture_output=True, text=True, timeout=300, env=env,
+        cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr and len(done.stderr) < 2000
+    epoch_lines = [line for line in done.stdout.splitlines() if " epoch " in line]
+    assert len(epoch_lines) == 2 + 1
