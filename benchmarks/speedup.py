@@ -4,6 +4,7 @@ for the whole network, on the paper's structures (Wen et al. 2016, Tables 1 and 
     python -m benchmarks.speedup --paper lenet            # LeNet rows #2-#5
     python -m benchmarks.speedup --paper mlp              # MLP 469-294-166 and 434-174-78
     python -m benchmarks.speedup --paper lenet --json lenet.json
+    python -m benchmarks.speedup --paper alexnet          # AlexNet's conv layers, a sparsity sweep
     python -m benchmarks.speedup --help
 
 No training: a LeNet (or MLP) with random weights gets exactly the paper's structure by
@@ -22,6 +23,7 @@ import sys
 
 import numpy as np
 
+from benchmarks import alexnet
 from minissl import Tensor, compact, data, models, no_grad, timing
 
 # Wen et al. 2016: LeNet structures (filters, channels of conv2, shape columns) and the CPU
@@ -163,10 +165,19 @@ def print_rows(rows):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speedup",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--paper", choices=["lenet", "mlp"], default="lenet",
-                        help="which paper structures to build and time (default lenet)")
-    parser.add_argument("--batch", type=int, default=100,
-                        help="batch size of the main table (default 100); batch 1 is also timed")
+    parser.add_argument("--paper", choices=["lenet", "mlp", "alexnet"], default="lenet",
+                        help="which paper structures to build and time (default lenet); "
+                             "alexnet: a row/column sparsity sweep of its five conv layers "
+                             "(benchmarks/alexnet.py)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size of the main table (default 100; batch 1 is also "
+                             "timed); for alexnet the only batch (default 1)")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=list(alexnet.SPARSITIES),
+                        help="alexnet: the row and column sparsities to time, in [0, 1) "
+                             f"(default {' '.join(map(str, alexnet.SPARSITIES))})")
+    parser.add_argument("--figure", type=str, default="runs/alexnet_speedup.png",
+                        help="alexnet: where to save the speedup-vs-sparsity figure "
+                             "(default runs/alexnet_speedup.png)")
     parser.add_argument("--repeats", type=int, default=30,
                         help="timed calls per measurement after warm-up (default 30)")
     parser.add_argument("--min-seconds", type=float, default=0.2,
@@ -174,13 +185,27 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1:
+    if (args.batch is not None and args.batch < 1) or args.repeats < 1:
         parser.error("--batch and --repeats must be >= 1")
+    if not all(0 <= value < 1 for value in args.sparsities):
+        parser.error("--sparsities must lie in [0, 1)")
     return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.paper == "alexnet":
+        points = alexnet.run(args)
+        from pathlib import Path
+
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        print(f"wrote {alexnet.figure(points, args.figure)}")
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump({"paper": "alexnet", "points": points}, handle, indent=2)
+            print(f"wrote {args.json}")
+        return
+    args.batch = args.batch or 100
     if args.paper == "lenet":
         specs, structure = LENET_ROWS, lenet_structure
     else:

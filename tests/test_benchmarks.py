@@ -57,6 +57,28 @@ def test_lenet_structures_have_the_papers_kept_filters_and_columns():
 
 
 
+def test_alexnet_sweep_zeroes_what_it_says_and_writes_points_and_a_figure(tmp_path, capsys,
+                                                                       monkeypatch):
+    from benchmarks import alexnet
+
+    # small stand-ins for the five layers: the same code path, a fraction of the time
+    monkeypatch.setattr(alexnet, "LAYERS", [("conv1", 3, 16, 5, 2, 0, 31),
+                                            ("conv2", 16, 24, 3, 1, 1, 13)])
+    path, picture = tmp_path / "alexnet.json", tmp_path / "alexnet.png"
+    speedup.main(["--paper", "alexnet", "--sparsities", "0", "0.75", "--repeats", "2",
+                  "--min-seconds", "0", "--json", str(path), "--figure", str(picture)])
+    points = json.loads(path.read_text())["points"]
+    assert len(points) == 2 * 2 * 2  # kinds x layers x sparsities
+    by_key = {(p["kind"], p["layer"], p["sparsity"]): p for p in points}
+    assert by_key[("rows", "conv2", 0.0)]["flop_pct"] == pytest.approx(100.0)
+    assert by_key[("rows", "conv2", 0.75)]["flop_pct"] == pytest.approx(25.0)      # 6 of 24
+    assert by_key[("columns", "conv2", 0.75)]["flop_pct"] == pytest.approx(100 * 36 / 144)
+    assert all(p["speedup"] > 0 and p["csr_speedup"] > 0 for p in points)
+    printed = capsys.readouterr().out
+    assert "average layer-wise speedup" in printed and "5.1x" in printed
+    assert picture.stat().st_size > 0
+
+
 def test_profile_step_accounts_for_every_op(tmp_path, capsys):
     """The per-op profile of a LeNet step names the convolution both ways and writes JSON."""
     path = tmp_path / "profile.json"
