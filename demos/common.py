@@ -453,7 +453,8 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
     count that agreed is reported as "same_predictions" [agreed, images].
     Returns (None, None), after saying why, when SSL left a layer with nothing (every unit
     zero). Otherwise returns (small model, dict) with the test error, the plan's FLOPs and
-    parameters, and the forward speedup of each Linear/Conv2d layer (timing.layer_speeds,
+    parameters, what each Linear/Conv2d keeps ("kept": filters, channels read and columns of
+    its GEMM matrix), the forward speedup of each Linear/Conv2d layer (timing.layer_speeds,
     batch `batch`) and of the whole network.
     """
     try:
@@ -477,8 +478,12 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
         if flags:
             print(f"warning: {name}: {'; '.join(flags)}: machine noise, not a result (marked "
                   f"'?' in the table; rerun on a quiet machine)")
+    kept = {layer.name: {"filters": len(layer.kept_out), "channels": len(layer.kept_in),
+                         "columns": (layer.shape_after[1] if len(layer.shape_after) == 2 else
+                                     int(np.prod(layer.shape_after[1:])))}
+            for layer in plan.layers if layer.kind in ("conv", "linear") and layer.shape_after}
     return small, {"error": float((small_predictions != labels).mean()),
-                   "same_predictions": [agree, len(inputs)],
+                   "same_predictions": [agree, len(inputs)], "kept": kept,
                    "params": [plan.params_before, plan.params_after],
                    "flops": [plan.flops_before, plan.flops_after], "layers": layers,
                    "whole_speedup": whole.median, "whole_speedup_iqr": [whole.q1, whole.q3],

@@ -1,15 +1,18 @@
 """MNIST LeNet (Caffe's: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10): the paper's
 convolutional MNIST experiments (Wen et al. 2016, section 4.1, Tables 1 and 2).
 
-    python -m demos.mnist_lenet              # baseline + filter/channel SSL + shape SSL
-    python -m demos.mnist_lenet --quick      # the same with fewer epochs (a few minutes)
+    python -m demos.mnist_lenet              # baseline + the paper's four SSL rows (#2-#5)
+    python -m demos.mnist_lenet --quick      # the same with fewer epochs
+    python -m demos.mnist_lenet --rows filters shapes   # only the two milder rows
     python -m demos.mnist_lenet --rows       # baseline only
     python -m demos.mnist_lenet --help
 
 The baseline trains with SGD (momentum 0.9, weight decay 5e-4) and a per-step cosine
 learning rate. Each SSL row trains from scratch with the group lasso applied by the
-proximal step: "filters" regularizes conv1's and conv2's filters and conv2's input
-channels (Table 1), "shapes" the shape columns (c, kh, kw) of both convs (Table 2). Then
+proximal step: "filters" and "filters-strong" (Table 1, rows #2 and #3) regularize conv1's
+and conv2's filters and conv2's input channels, "shapes" and "shapes-strong" (Table 2, rows
+#4 and #5) the shape columns (c, kh, kw) of both convs; the strong rows use larger lambdas,
+aiming at the paper's sparser rows. Then
 groups with norm below --cut are zeroed (reported), the network is fine-tuned with them
 held at zero, compacted into smaller layers (checked to predict the same class on every
 test image) and timed: forward speedup per layer and for the whole network.
@@ -44,7 +47,12 @@ PAPER_ROWS = [
 # Starting points measured with an independent implementation (../shared/DESIGN.md):
 # filters: conv1 filters 0.03, conv2 filters 0.06, conv2 channels 0.03.
 DEFAULT_FILTER_LAMBDAS = (0.03, 0.06, 0.03)
+DEFAULT_STRONG_FILTER_LAMBDAS = (0.05, 0.1, 0.06)
 DEFAULT_SHAPE_LAMBDAS = (0.02, 0.03)
+DEFAULT_STRONG_SHAPE_LAMBDAS = (0.05, 0.07)
+# each SSL row, the paper's row it aims at, and the flag holding its lambdas
+ROWS = {"filters": ("#2", "filter_lambda"), "filters-strong": ("#3", "strong_filter_lambda"),
+        "shapes": ("#4", "shape_lambda"), "shapes-strong": ("#5", "strong_shape_lambda")}
 EPOCHS = {"epochs": 6, "ssl_epochs": 6, "finetune_epochs": 4}
 QUICK_EPOCHS = {"epochs": 1, "ssl_epochs": 2, "finetune_epochs": 1}
 INPUT_SHAPE = (1, 28, 28)
@@ -57,21 +65,30 @@ def parse_args(argv):
     common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.05, weight_decay=5e-4,
                                   batch_size=100, out="runs/mnist_lenet")
     group = parser.add_argument_group("structured sparsity (SSL rows)")
-    group.add_argument("--rows", nargs="*", choices=["filters", "shapes"],
-                       default=["filters", "shapes"],
-                       help="which SSL rows to run (default: filters shapes; none: baseline only)")
+    group.add_argument("--rows", nargs="*", choices=list(ROWS), default=list(ROWS),
+                       help="which SSL rows to run (default: all four, the paper's #2-#5; "
+                            "none: baseline only)")
     group.add_argument("--filter-lambda", type=float, nargs=3, default=DEFAULT_FILTER_LAMBDAS,
                        metavar=("CONV1", "CONV2", "CHANNELS"),
                        help="filters row: conv1 filter, conv2 filter and conv2 channel lambdas "
                             f"(default {' '.join(map(str, DEFAULT_FILTER_LAMBDAS))})")
+    group.add_argument("--strong-filter-lambda", type=float, nargs=3,
+                       default=DEFAULT_STRONG_FILTER_LAMBDAS, metavar=("CONV1", "CONV2", "CHANNELS"),
+                       help="filters-strong row: the same three lambdas "
+                            f"(default {' '.join(map(str, DEFAULT_STRONG_FILTER_LAMBDAS))})")
     group.add_argument("--shape-lambda", type=float, nargs=2, default=DEFAULT_SHAPE_LAMBDAS,
                        metavar=("CONV1", "CONV2"),
                        help="shapes row: shape-column lambdas of conv1 and conv2 "
                             f"(default {' '.join(map(str, DEFAULT_SHAPE_LAMBDAS))})")
+    group.add_argument("--strong-shape-lambda", type=float, nargs=2,
+                       default=DEFAULT_STRONG_SHAPE_LAMBDAS, metavar=("CONV1", "CONV2"),
+                       help="shapes-strong row: the same two lambdas "
+                            f"(default {' '.join(map(str, DEFAULT_STRONG_SHAPE_LAMBDAS))})")
     common.add_ssl_schedule_arguments(group, "6, scaled like --epochs",
                                       "4, scaled like --epochs", finetune_lr=0.02)
     args = parser.parse_args(argv)
-    common.check_ssl_schedule(parser, args, list(args.filter_lambda) + list(args.shape_lambda))
+    common.check_ssl_schedule(parser, args, [value for _, flag in ROWS.values()
+                                             for value in getattr(args, flag)])
     return args
 
 
@@ -102,11 +119,12 @@ def describe_structure(model):
 
 def ssl_rules(row, args):
     """The GroupRules of one SSL row (Table 1: filters and channels; Table 2: shapes)."""
-    if row == "filters":
-        conv1, conv2, channels = args.filter_lambda
+    lambdas = getattr(args, ROWS[row][1])
+    if row.startswith("filters"):
+        conv1, conv2, channels = lambdas
         return [GroupRule("0", GroupKind.FILTER, conv1), GroupRule("2", GroupKind.FILTER, conv2),
                 GroupRule("2", GroupKind.CHANNEL, channels)]
-    conv1, conv2 = args.shape_lambda
+    conv1, conv2 = lambdas
     return [GroupRule("0", GroupKind.SHAPE, conv1), GroupRule("2", GroupKind.SHAPE, conv2)]
 
 
@@ -115,7 +133,7 @@ def ssl_row(args, split, record, row):
     model = models.lenet(seed=args.seed).to_backend()
     rules = ssl_rules(row, args)
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
-    name = f"SSL {row}"
+    name = f"SSL {row} ({ROWS[row][0]})"
     cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name, describe_structure)
     return result_row(name, model, split, rules, cut)
 
@@ -130,6 +148,11 @@ def result_row(name, model, split, rules=(), cut=None):
            "rules": [{"layer": rule.layer, "kind": rule.kind.value, "lambda": rule.strength}
                      for rule in rules]}
     if compacted is not None:
+        # the table counts what the compacted model keeps: conv1 keeps only the filters that
+        # conv2 still reads, which can be fewer than its nonzero filters
+        row["nonzero"] = {key: row[key] for key in ("filters", "channels", "columns")}
+        for key in ("filters", "channels", "columns"):
+            row[key] = [compacted["kept"][layer][key] for layer in CONV_LAYERS]
         by_layer = {entry["layer"]: entry for entry in compacted["layers"]}
         conv1, conv2 = (common.speed_text(by_layer[layer]["speedup"], by_layer[layer]["flags"])
                         for layer in CONV_LAYERS)
@@ -153,7 +176,7 @@ def print_table(rows):
     """Our rows, then the paper's (Tables 1 and 2), per conv layer (conv1-conv2)."""
     def pair(values, form="{}"):
         return "-".join(form.format(value) for value in values) if values else "-"
-    print(f"\n{'row':<16}{'error':>7}  {'filters':<8}{'channels':<9}{'columns':<9}"
+    print(f"\n{'row':<26}{'error':>7}  {'filters':<8}{'channels':<9}{'columns':<9}"
           f"{'FLOP %':<12}{'speedup':<12}{'whole':>6}")
     for row in rows + PAPER_ROWS:
         error = f"{row['error']:.2%}" if row["error"] is not None else "-"
@@ -162,7 +185,7 @@ def print_table(rows):
         if row["speedup"]:
             flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
             speeds = "-".join(map(common.speed_text, row["speedup"], flags))
-        print(f"{row['name']:<16}{error:>7}  {pair(row['filters']):<8}{pair(row['channels']):<9}"
+        print(f"{row['name']:<26}{error:>7}  {pair(row['filters']):<8}{pair(row['channels']):<9}"
               f"{pair(row['columns']):<9}{pair(row['flops_pct'], '{:.1f}'):<12}"
               f"{speeds:<12}{whole:>6}")
     common.flagged_note(rows)
@@ -192,7 +215,8 @@ def main(argv=None):
     if not args.no_baseline:
         common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
     for row in args.rows:
-        common.train_row(record, f"SSL {row}", lambda: ssl_row(args, split, record, row))
+        common.train_row(record, f"SSL {row} ({ROWS[row][0]})",
+                         lambda: ssl_row(args, split, record, row))
     rows = common.trained_rows(record.rows)
     figure = None
     if rows:

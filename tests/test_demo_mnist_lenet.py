@@ -12,7 +12,7 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
     out = tmp_path / "run"
     mnist_lenet.main(["--offline", "--out", str(out), "--epochs", "1", "--ssl-epochs", "1",
                       "--finetune-epochs", "1", "--filter-lambda", "0.3", "0.3", "0.3",
-                      "--shape-lambda", "0.2", "0.2"])
+                      "--shape-lambda", "0.2", "0.2", "--rows", "filters", "shapes"])
     printed = capsys.readouterr().out
     assert "bundled 10,000-digit sample" in printed
     assert printed.count("same predictions on all 2,000 test images") == 3
@@ -29,12 +29,18 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
         cut = row["cut"]  # the cut zeroes only groups below its threshold, 1e-3 by default
         assert (cut["largest_norm_zeroed"] > 0) == (cut["groups_zeroed"] > 0)
         assert cut["largest_norm_zeroed"] < 1e-3
+        # the table counts what the compacted model keeps: conv1 keeps only the filters that
+        # conv2 reads, never more than its nonzero filters
+        assert row["filters"][0] == row["channels"][1] <= row["nonzero"]["filters"][0]
     assert [rule["kind"] for rule in filters["rules"]] == ["filter", "filter", "channel"]
+    assert filters["name"] == "SSL filters (#2)" and shapes["name"] == "SSL shapes (#4)"
     assert len(results["history"]) == 1 + 2 * (1 + 1)
     assert (out / "sparsity.png").stat().st_size > 0 and not list(out.glob("*.part*"))
 
 
 def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
+    assert mnist_lenet.parse_args([]).rows == ["filters", "filters-strong", "shapes",
+                                               "shapes-strong"]  # the paper's #2-#5
     assert mnist_lenet.parse_args(["--rows"]).rows == []
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--shape-lambda", "-1", "0.1"])
@@ -47,6 +53,7 @@ def test_help_documents_every_flag(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--quick", "--data", "--out", "--rows", "--filter-lambda", "--shape-lambda",
+                 "--strong-filter-lambda", "--strong-shape-lambda",
                  "--cut", "--finetune-epochs", "--backend"):
         assert flag in text
 
