@@ -47,9 +47,9 @@ PAPER_ROWS = [
 # Starting points measured with an independent implementation (../shared/DESIGN.md):
 # filters: conv1 filters 0.03, conv2 filters 0.06, conv2 channels 0.03.
 DEFAULT_FILTER_LAMBDAS = (0.03, 0.06, 0.03)
-DEFAULT_STRONG_FILTER_LAMBDAS = (0.05, 0.1, 0.06)
+DEFAULT_STRONG_FILTER_LAMBDAS = (0.06, 0.14, 0.08)
 DEFAULT_SHAPE_LAMBDAS = (0.02, 0.03)
-DEFAULT_STRONG_SHAPE_LAMBDAS = (0.05, 0.07)
+DEFAULT_STRONG_SHAPE_LAMBDAS = (0.07, 0.12)
 # each SSL row, the paper's row it aims at, and the flag holding its lambdas
 ROWS = {"filters": ("#2", "filter_lambda"), "filters-strong": ("#3", "strong_filter_lambda"),
         "shapes": ("#4", "shape_lambda"), "shapes-strong": ("#5", "strong_shape_lambda")}
