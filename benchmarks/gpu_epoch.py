@@ -29,6 +29,23 @@ def _batches(count, batch):
     return [(start, min(start + batch, count)) for start in range(0, count, batch)]
 
 
+def time_epoch(step, count, synchronize, before_clock=None):
+    """WARMUP_STEPS untimed calls of step(start, stop), then one timed epoch over `count`
+    images; returns (seconds, the last step's return value). `synchronize()` waits for the
+    GPU before each clock reading; `before_clock()` runs just before the clock starts."""
+    batches = _batches(count, BATCH)
+    for start, stop in batches[:WARMUP_STEPS]:
+        step(start, stop)
+    synchronize()
+    if before_clock is not None:
+        before_clock()
+    began = time.perf_counter()
+    for start, stop in batches:
+        last = step(start, stop)
+    synchronize()
+    return time.perf_counter() - began, last
+
+
 def time_ours(model_name, images, labels):
     """Seconds for one epoch of minissl on the GPU; also the final loss and the MB that
     CuPy's memory pool holds for the model's training (the data excluded). The pool keeps
@@ -53,15 +70,7 @@ def time_ours(model_name, images, labels):
         optimizer.step()
         return loss
 
-    batches = _batches(len(labels), BATCH)
-    for start, stop in batches[:WARMUP_STEPS]:
-        step(start, stop)
-    cupy.cuda.get_current_stream().synchronize()
-    began = time.perf_counter()
-    for start, stop in batches:
-        loss = step(start, stop)
-    cupy.cuda.get_current_stream().synchronize()
-    seconds = time.perf_counter() - began
+    seconds, loss = time_epoch(step, len(labels), cupy.cuda.get_current_stream().synchronize)
     pool_mb = (pool.total_bytes() - data_bytes) / 2 ** 20  # held by the pool, data excluded
     return seconds, float(minissl.to_numpy(loss.data)), pool_mb
 
@@ -85,16 +94,8 @@ def time_torch(model_name, images, labels):
         optimizer.step()
         return loss
 
-    batches = _batches(len(labels), BATCH)
-    for start, stop in batches[:WARMUP_STEPS]:
-        step(start, stop)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    began = time.perf_counter()
-    for start, stop in batches:
-        loss = step(start, stop)
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - began
+    seconds, loss = time_epoch(step, len(labels), torch.cuda.synchronize,
+                               torch.cuda.reset_peak_memory_stats)
     return seconds, float(loss.item()), torch.cuda.max_memory_allocated() / 2 ** 20
 
 
