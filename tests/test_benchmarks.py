@@ -5,12 +5,12 @@ import json
 import pytest
 
 from minissl.compact import compact
-from benchmarks import (input_pipeline, kernels, memory_reuse, profile_step, speedup, threads,
-                        train_throughput)
+from benchmarks import (gpu_epoch, input_pipeline, kernels, memory_reuse, profile_step, speedup,
+                        threads, train_throughput)
 
 
 @pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput, profile_step,
-                                    input_pipeline, memory_reuse])
+                                    input_pipeline, memory_reuse, gpu_epoch])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -97,3 +97,18 @@ def test_memory_reuse_keeps_page_faults_away(tmp_path):
     memory_reuse.main(["--models", "convnet", "--steps", "1", "--json", str(path)])
     rows = {row["setting"]: row for row in json.loads(path.read_text())["rows"]}
     assert rows["minissl default"]["faults_per_step"] < rows["glibc default"]["faults_per_step"] / 4
+
+
+def test_gpu_epoch_times_one_whole_epoch_after_the_warm_up():
+    """The clock logic of benchmarks.gpu_epoch, without a GPU: every batch of the epoch is
+    stepped once after the warm-up, and the GPU is waited for before each clock reading."""
+    from benchmarks import gpu_epoch
+
+    calls, syncs, cleared = [], [], []
+    seconds, last = gpu_epoch.time_epoch(lambda start, stop: calls.append((start, stop)) or stop,
+                                         1000, lambda: syncs.append(1), lambda: cleared.append(1))
+    batch, warm = gpu_epoch.BATCH, gpu_epoch.WARMUP_STEPS
+    epoch = calls[warm:]
+    assert epoch[0] == (0, batch) and epoch[-1] == (1000 - 1000 % batch, 1000)
+    assert len(epoch) == -(-1000 // batch) and last == 1000 and seconds >= 0
+    assert len(syncs) == 2 and cleared == [1]
