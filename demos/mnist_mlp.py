@@ -107,11 +107,16 @@ def ssl_row(args, split, record, index, lambdas):
               f"speedup per layer {speeds}, whole network "
               f"{common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
               f"(batch {compacted['batch']})")
+    neurons, layer_flops = report["neurons"], report["flops_pct"]
+    if compacted is not None:  # count what the compacted model keeps, with the plan's FLOPs
+        kept = compacted["kept"]
+        neurons = [kept["0"]["channels"]] + [kept[layer]["filters"] for layer in ("0", "2", "4")]
+        layer_flops = [entry["flop_pct"] for entry in compacted["layers"]]
     first_weight = models.linear_layers(model)[0].weight.data
     zero_groups = [{"layer": layer, "zero": zero, "groups": total}
                    for layer, _, zero, total in lasso.zero_group_counts()]
     return {"name": name, "error": common.error_rate(model, split[2], split[3]),
-            "neurons": report["neurons"], "flops_pct": report["flops_pct"], "lambda": list(lambdas),
+            "neurons": neurons, "flops_pct": layer_flops, "lambda": list(lambdas),
             "mode": args.mode, "zero_groups": zero_groups, "compacted": compacted,
             "cut": {"threshold": args.cut, "groups_zeroed": cut.groups_zeroed,
                     "largest_norm_zeroed": cut.largest_norm_zeroed,
@@ -129,7 +134,9 @@ def print_table(rows):
     print(f"\n{'row':<18}{'error':>7}   {'neurons':<18}{'FLOP % per layer':<22}"
           f"{'speedup per layer':<22}{'whole':>6}   lambda (layers 1-3)")
     for row in rows + PAPER_ROWS:
-        flops = "  ".join(f"{value:5.1f}" for value in flops_pct(row["neurons"]))
+        # our rows: the compaction plan's FLOPs; the paper's: computed from its neuron counts
+        flops = "  ".join(f"{value:5.1f}" for value in row.get("flops_pct")
+                          or flops_pct(row["neurons"]))
         lambdas = ", ".join(f"{value:g}" for value in row.get("lambda", [])) or "-"
         speed, whole = "-", "-"
         if row.get("compacted"):

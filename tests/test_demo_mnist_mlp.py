@@ -34,6 +34,11 @@ def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_
     assert [entry["layer"] for entry in compacted["layers"]] == ["0", "2", "4"]
     assert all(entry["speedup"] > 0 for entry in compacted["layers"]) and compacted["whole_speedup"] > 0
     assert "same predictions on all 2,000 test images" in printed
+    # one FLOP counter: the table prints the compaction plan's per-layer FLOPs
+    assert sparse["flops_pct"] == [entry["flop_pct"] for entry in compacted["layers"]]
+    table_line = [line for line in printed.splitlines() if line.startswith("SSL 1 ")][-1]
+    assert "  ".join(f"{value:5.1f}" for value in sparse["flops_pct"]) in table_line
+    assert "-".join(map(str, sparse["neurons"])) in table_line
     assert len(results["history"]) == results["epochs"] + results["ssl_epochs"] + results["finetune_epochs"]
     assert (out / "sparsity.png").stat().st_size > 0
     assert not list(out.glob("*.part*"))
