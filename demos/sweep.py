@@ -209,7 +209,8 @@ def run_on_dask(args, pending, sweep, bar):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None)
         client = Client(cluster)
-        where = f"a local Dask cluster of {workers} workers ({threads} threads each, {cores} cores)"
+        where = (f"a local Dask cluster of {workers} worker{'s' * (workers > 1)} ({threads} "
+                 f"thread{'s' * (threads > 1)} each, {cores} cores)")
     print(f"sweep: {len(pending)} tasks on {where}")
     futures = {client.submit(run_task, args.demo, argv, threads, key=f"{args.demo}-{name}",
                              pure=False): name for name, _, _, argv in pending}
