@@ -26,14 +26,17 @@ import sys
 import numpy as np
 
 from demos import common
-from minissl import data, models, plots, ssl, to_numpy
+from minissl import compact, data, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind
 
-# Wen et al. 2016, section 4.1 (MLP on MNIST): error and neurons per layer.
+# Wen et al. 2016, section 4.1 (MLP on MNIST; DESIGN.md): error, neurons and FLOP % per layer.
 PAPER_ROWS = [
-    {"name": "paper baseline", "error": 0.0143, "neurons": [784, 500, 300, 10]},
-    {"name": "paper SSL #2", "error": 0.0134, "neurons": [469, 294, 166, 10]},
-    {"name": "paper SSL #3", "error": 0.0153, "neurons": [434, 174, 78, 10]},
+    {"name": "paper baseline", "error": 0.0143, "neurons": [784, 500, 300, 10],
+     "flops_pct": [100.0, 100.0, 100.0]},
+    {"name": "paper SSL #2", "error": 0.0134, "neurons": [469, 294, 166, 10],
+     "flops_pct": [35.18, 32.54, 55.33]},
+    {"name": "paper SSL #3", "error": 0.0153, "neurons": [434, 174, 78, 10],
+     "flops_pct": [19.26, 9.05, 26.00]},
 ]
 DEFAULT_LAMBDAS = [[7e-3, 5e-3, 4e-3], [1e-2, 7.5e-3, 6e-3]]
 # Epoch counts for the full MNIST (60,000 training images): (baseline, SSL, fine-tune).
@@ -79,12 +82,26 @@ def fill_epoch_defaults(args, n_train):
 
 def describe_neurons(model):
     """The neurons per layer, as a history field and as text for the epoch line."""
-    neurons = chain_report(model)["neurons"]
+    neurons = chain_neurons(model)
     return {"neurons": neurons}, f"  neurons {'-'.join(map(str, neurons))}"
 
 
-def chain_report(model):
-    return ssl.dense_chain_report([layer.weight.data for layer in models.linear_layers(model)])
+def chain_neurons(model):
+    """Neurons per layer, input to output, counted as the paper does (nonzero columns)."""
+    return ssl.dense_chain_neurons([layer.weight.data for layer in models.linear_layers(model)])
+
+
+def plan_flops_pct(model):
+    """Remaining FLOPs per layer in %, from the compaction plan (the one FLOP counter)."""
+    return [100.0 * layer.flops_after / layer.flops_before
+            for layer in compact.plan_compaction(model).layers]
+
+
+def total_flop_pct(layer_pcts):
+    """Remaining FLOPs of the whole MLP in % from per-layer ones (a paper row's), each layer
+    weighted by its dense FLOPs as the plan of the dense MLP counts them."""
+    dense = [layer.flops_before for layer in compact.plan_compaction(models.mlp()).layers]
+    return sum(pct * flops for pct, flops in zip(layer_pcts, dense)) / sum(dense)
 
 
 def ssl_row(args, split, record, index, lambdas):
@@ -97,7 +114,7 @@ def ssl_row(args, split, record, index, lambdas):
     cut, error_before_cut, error_after_cut = common.ssl_phases(
         model, lasso, args, split, record, name,
         describe_neurons, ssl_phase=f"{name} ({args.mode})")
-    report = chain_report(model)
+    neurons, layer_flops = chain_neurons(model), None
     _, compacted = common.compaction_report(model, split[2], split[3])
     if compacted is not None:
         speeds = ", ".join(common.speed_text(entry["speedup"], entry["flags"]) + "x"
@@ -107,7 +124,6 @@ def ssl_row(args, split, record, index, lambdas):
               f"speedup per layer {speeds}, whole network "
               f"{common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
               f"(batch {compacted['batch']})")
-    neurons, layer_flops = report["neurons"], report["flops_pct"]
     if compacted is not None:  # count what the compacted model keeps, with the plan's FLOPs
         kept = compacted["kept"]
         neurons = [kept["0"]["channels"]] + [kept[layer]["filters"] for layer in ("0", "2", "4")]
@@ -124,19 +140,13 @@ def ssl_row(args, split, record, index, lambdas):
             "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}  # (784,) bool, for the figure
 
 
-def flops_pct(neurons, dense=(784, 500, 300, 10)):
-    """Remaining FLOPs per layer in %, 2 n_l n_(l+1) over the dense layer's 2 d_l d_(l+1)."""
-    return [100.0 * a * b / (c * d) for a, b, c, d in zip(neurons[:-1], neurons[1:], dense[:-1], dense[1:])]
-
-
 def print_table(rows):
-    """Print the paper-style table: our rows, then the paper's (FLOP % from its neuron counts)."""
+    """Print the paper-style table: our rows (FLOP % from the compaction plan; "-" when
+    nothing could be compacted), then the paper's (its own FLOP %)."""
     print(f"\n{'row':<18}{'error':>7}   {'neurons':<18}{'FLOP % per layer':<22}"
           f"{'speedup per layer':<22}{'whole':>6}   lambda (layers 1-3)")
     for row in rows + PAPER_ROWS:
-        # our rows: the compaction plan's FLOPs; the paper's: computed from its neuron counts
-        flops = "  ".join(f"{value:5.1f}" for value in row.get("flops_pct")
-                          or flops_pct(row["neurons"]))
+        flops = "  ".join(f"{value:5.1f}" for value in row.get("flops_pct") or []) or "-"
         lambdas = ", ".join(f"{value:g}" for value in row.get("lambda", [])) or "-"
         speed, whole = "-", "-"
         if row.get("compacted"):
@@ -159,9 +169,8 @@ def baseline_row(args, split, record):
     """Train the dense MLP; returns its row."""
     model = models.mlp(seed=args.seed).to_backend()
     common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr)
-    report = chain_report(model)
     row = {"name": "baseline", "error": common.error_rate(model, split[2], split[3]),
-           "neurons": report["neurons"], "flops_pct": report["flops_pct"]}
+           "neurons": chain_neurons(model), "flops_pct": plan_flops_pct(model)}
     print(f"baseline: test error {row['error']:.2%}, "
           f"{common.phase_seconds(record, 'baseline'):.1f} s per epoch")
     return row

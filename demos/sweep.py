@@ -36,15 +36,13 @@ from tqdm import tqdm
 
 from demos import harness
 
-MLP_LAYERS = (784, 500, 300, 10)
-# Wen et al. 2016, section 4.1: the MLP rows as neurons per layer (error in %)
-MLP_PAPER_ROWS = [("paper #2", 1.34, (469, 294, 166, 10)), ("paper #3", 1.53, (434, 174, 78, 10))]
-
-
-def _mlp_flop_pct(neurons):
-    """Remaining FLOPs of the whole MLP in %: sum of n_l * n_(l+1) over the dense sum."""
-    kept = sum(a * b for a, b in zip(neurons[:-1], neurons[1:]))
-    return 100.0 * kept / sum(a * b for a, b in zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
+def mlp_paper_points():
+    """[(name, error in %, remaining FLOPs of the whole MLP in %)] of the paper's SSL rows:
+    their per-layer FLOP % weighted by the dense layers' FLOPs (demos.mnist_mlp)."""
+    from demos import mnist_mlp
+    return [(row["name"].replace("paper SSL ", "paper "), 100 * row["error"],
+             mnist_mlp.total_flop_pct(row["flops_pct"]))
+            for row in mnist_mlp.PAPER_ROWS if "SSL" in row["name"]]
 
 
 def lambda_arguments(demo, scale):
@@ -275,10 +273,9 @@ def figure(sweep, path, demo):
                 axes.scatter([p[key]], [100 * p["error"]], marker="*", s=150, color="C3",
                              label="dense baseline", zorder=4)
         if demo == "mnist_mlp" and key == "flop_pct":
-            for name, error, neurons in MLP_PAPER_ROWS:
-                axes.scatter([_mlp_flop_pct(neurons)], [error], marker="x", s=80, color="C2",
-                             zorder=4)
-                axes.annotate(name, (_mlp_flop_pct(neurons), error), fontsize=8,
+            for name, error, flop_pct in mlp_paper_points():
+                axes.scatter([flop_pct], [error], marker="x", s=80, color="C2", zorder=4)
+                axes.annotate(name, (flop_pct, error), fontsize=8,
                               xytext=(4, 4), textcoords="offset points")
         axes.set_xscale("log")
         axes.set_xlabel(label)

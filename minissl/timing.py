@@ -24,9 +24,10 @@ MAX_ATTEMPTS = 3      # a comparison wider than that is measured again, this oft
 IDEAL_MARGIN = 0.15   # a speedup above FLOP-ideal * (1 + this) is flagged
 NOISE_BAND = 0.10     # an unchanged layer's speedup outside 1 +- this (and its IQR) is flagged
 
-from minissl import compact, kernels, nn, ops
+from minissl import compact, kernels, ops
 from minissl.autograd import no_grad
 from minissl.backend import synchronize, to_numpy, xp_of
+from minissl.nn.protocol import Role
 from minissl.tensor import Tensor
 
 
@@ -204,29 +205,16 @@ def speedup_flags(speedup, quartiles, flop_pct):
     return []
 
 
-def _csr_forward(module, weight, x):
-    """y = W x with W in CSR form; conv layers multiply the im2col patch matrix."""
-    xp_x = to_numpy(x.data)
-    if isinstance(module, nn.Linear):
-        out = (weight @ xp_x.T).T  # (B, out)
-        return out + to_numpy(module.bias.data) if module.bias is not None else out
-    (kernel_h, kernel_w), stride, padding = module.kernel_size, module.stride, module.padding
-    cols = kernels.im2col(xp_x, kernel_h, kernel_w, stride, padding)  # (C*KH*KW, B*OH*OW)
-    out = weight @ cols  # (C_out, B*OH*OW)
-    if module.bias is not None:
-        out += to_numpy(module.bias.data)[:, None]
-    batch = xp_x.shape[0]
-    return np.ascontiguousarray(out.reshape(out.shape[0], batch, -1).transpose(1, 0, 2))
-
-
 def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
-    """Time one Linear/Conv2d of a sparse model against its compacted and CSR versions.
+    """Time one WEIGHTS layer (Linear, Conv2d) of a sparse model against its compacted and CSR
+    versions; each layer says how its product and its CSR form are computed
+    (gemm_operands, csr_forward: minissl/nn/protocol.py).
 
     Shapes: x (B, *input shape of the layer). The compacted layer gets x restricted to the
     kept inputs (gathering them is the previous layer's job, so it is not timed).
     """
     layer_plan = plan.layer(name)
-    small = compact.build_layer(name, module, plan)
+    small = module.compacted(name, plan)
     if xp_of(module.weight.data) is not np:  # built from NumPy copies; follow the model
         small.to_backend()
     kept = ops.take(x, layer_plan.kept_in).data.copy()  # (B, kept inputs, ...)
@@ -235,10 +223,10 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
 
     weight = to_numpy(module.weight.data)
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
-    dense_gemm, compact_gemm = _gemm_operands(module, x), _gemm_operands(small, small_x)
+    dense_gemm, compact_gemm = module.gemm_operands(x), small.gemm_operands(small_x)
     with no_grad():
         timings, samples = compare(
-            [lambda: module(x), lambda: small(small_x), lambda: _csr_forward(module, csr, x),
+            [lambda: module(x), lambda: small(small_x), lambda: module.csr_forward(csr, x),
              lambda: kernels.matmul(*dense_gemm), lambda: kernels.matmul(*compact_gemm)],
             repeats, warmup, min_seconds)
     dense, compacted, sparse, dense_product, compact_product = timings
@@ -249,20 +237,8 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
                       ratio.median)
 
 
-def _gemm_operands(module, x):
-    """(W2, patches) of a Linear, Conv2d or GatheredConv2d for its input x, so that
-    matmul(W2, patches) is the layer's product. Shapes: (N, R), (R, B*OH*OW) or (R, B)."""
-    weight = module.weight.data
-    if isinstance(module, nn.Linear):
-        return weight, x.data.T.copy()  # (out, in), (in, B)
-    rows = module.rows if isinstance(module, nn.GatheredConv2d) else None
-    (kernel_h, kernel_w), stride, padding = module.kernel_size, module.stride, module.padding
-    patches = kernels.im2col(x.data, kernel_h, kernel_w, stride, padding, rows=rows)
-    return weight.reshape(weight.shape[0], -1), patches
-
-
 def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2):
-    """layer_speed for the Linear/Conv2d layers of a Sequential (all, or those named in
+    """layer_speed for the WEIGHTS layers of a model's chain (all, or those named in
     `layers`), each fed its real activations: x goes through the model once, in eval mode.
 
     Shapes: x (B, *input shape). Returns a list of LayerSpeed in forward order.
@@ -270,10 +246,8 @@ def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=
     model.eval()
     speeds, current = [], x
     with no_grad():
-        for index, module in enumerate(model):
-            name = str(index)
-            wanted = name in layers if layers is not None else isinstance(
-                module, (nn.Linear, nn.Conv2d))
+        for name, module in compact.layer_chain(model, x.shape[1:]):
+            wanted = name in layers if layers is not None else module.role is Role.WEIGHTS
             if wanted:
                 speeds.append(layer_speed(name, module, plan, current, repeats, warmup,
                                           min_seconds))

@@ -9,7 +9,7 @@ import pytest
 
 from minissl import Tensor, data, models, nn, no_grad
 from minissl.compact import CompactionError, compact, plan_compaction
-from minissl.compact.shapes import trace_shapes
+from minissl.compact import trace_shapes
 
 
 @pytest.fixture(scope="module")

@@ -39,9 +39,27 @@ def test_quick_run_on_the_bundled_sample_learns_and_writes_results(tmp_path, no_
     table_line = [line for line in printed.splitlines() if line.startswith("SSL 1 ")][-1]
     assert "  ".join(f"{value:5.1f}" for value in sparse["flops_pct"]) in table_line
     assert "-".join(map(str, sparse["neurons"])) in table_line
+    whole = 100.0 * compacted["flops"][1] / compacted["flops"][0]  # the plan's totals
+    assert mnist_mlp.total_flop_pct(sparse["flops_pct"]) == pytest.approx(whole)
+    baseline_line = [line for line in printed.splitlines() if line.startswith("baseline ")][-1]
+    assert baseline["flops_pct"] == [100.0, 100.0, 100.0] and "100.0  100.0  100.0" in baseline_line
     assert len(results["history"]) == results["epochs"] + results["ssl_epochs"] + results["finetune_epochs"]
     assert (out / "sparsity.png").stat().st_size > 0
     assert not list(out.glob("*.part*"))
+
+
+def test_the_paper_rows_and_ours_count_flops_the_same_way():
+    """The paper's whole-network FLOP % (for the sweep's figure) weights its per-layer FLOP %
+    by the dense layers' FLOPs from the compaction plan; its neuron counts give the same."""
+    from minissl import compact, models
+
+    paper = mnist_mlp.PAPER_ROWS[1]
+    neurons = paper["neurons"]
+    kept = sum(a * b for a, b in zip(neurons[:-1], neurons[1:]))
+    assert mnist_mlp.total_flop_pct(paper["flops_pct"]) == pytest.approx(
+        100.0 * kept / (784 * 500 + 500 * 300 + 300 * 10), abs=0.01)
+    assert [layer.flops_before for layer in compact.plan_compaction(models.mlp()).layers] == [
+        2 * 784 * 500, 2 * 500 * 300, 2 * 300 * 10]
 
 
 @pytest.mark.parametrize("quick, n_train, expected", [

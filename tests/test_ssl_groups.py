@@ -1,12 +1,15 @@
 import numpy as np
 import pytest
 
-from minissl.nn import Linear, Module, Parameter
+from minissl.nn import Conv2d, Linear, Module, Parameter
 from minissl.ssl import GroupKind, block_groups, layer_groups
 
 
 class FakeConv(Module):
-    """A conv-shaped layer (weight (N, C, M, K), bias (N,)) for group tests."""
+    """A conv-shaped layer (weight (N, C, M, K), bias (N,)) for group tests; like any layer, it
+    declares which weight axes index its SSL groups (minissl/nn/protocol.py)."""
+
+    ssl_group_axes = Conv2d.ssl_group_axes
 
     def __init__(self, shape):
         super().__init__()

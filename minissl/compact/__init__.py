@@ -4,16 +4,18 @@ the same function (DESIGN.md, Compaction).
     plan = plan_compaction(model, input_shape=(1, 28, 28))   # plain data; print or save_json
     small, report = compact(model, input_shape=(1, 28, 28))  # report is the plan
 
-`plan.py` decides what can go, `build.py` builds the new layers, `shapes.py` traces the
-activation shapes that FLOP counts need.
+`chain.py` follows the model as a chain of declared layers (minissl/nn/protocol.py) and
+traces one sample's shape along it, `plan.py` decides what can go and counts the FLOPs
+(the one FLOP counter every table and benchmark uses), `build.py` builds the new layers.
 """
 
 import numpy as np
 
 from minissl.backend import xp_of
 from minissl.compact.build import build_compacted, build_layer
+from minissl.compact.chain import layer_chain, trace_shapes
 from minissl.compact.plan import CompactionPlan, LayerPlan, plan_compaction
-from minissl.compact.shapes import CompactionError
+from minissl.nn.protocol import CompactionError
 
 
 def compact(model, input_shape=None):
@@ -31,6 +33,5 @@ def compact(model, input_shape=None):
     return small, plan
 
 
-__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "CompactionPlan",
-           "LayerPlan",
-           "CompactionError"]
+__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "layer_chain",
+           "trace_shapes", "CompactionPlan", "LayerPlan", "CompactionError"]

@@ -1,12 +1,15 @@
 """Find what can go: the zero groups of a trained model -> a CompactionPlan (plain data).
 
-Rules (DESIGN.md, Compaction), for a producer layer P (Linear or Conv2d) whose outputs reach
-the next layer Q through channelwise modules only (ReLU, pools, BatchNorm, Dropout, Flatten,
-global average pool):
+The model is followed as a chain of declared layers (chain.py); what each layer is comes from
+the layer itself (minissl/nn/protocol.py), never from its type. Rules (DESIGN.md,
+Compaction), for a producer layer P (a WEIGHTS layer: Linear, Conv2d) whose outputs reach
+the next one Q through CHANNELWISE layers only (ReLU, pools, BatchNorm, Dropout, Flatten):
 
 - output o of P is *dead* when its row of W (restricted to P's kept inputs) and its bias are
-  zero, so it carries exactly 0 (ReLU(0) = 0, pools of 0 are 0), or when a BatchNorm between
-  has scale and shift zero for o (the filter group's riders), or maps 0 to 0;
+  zero, so it carries exactly 0, and every layer between maps a zero channel to a zero
+  channel (each layer's `zero_channels`: ReLU(0) = 0, pools of 0 are 0, a BatchNorm whose
+  shift is 0 ...), or when a layer between makes o zero by itself (a BatchNorm with scale
+  and shift zero for o: the filter group's riders);
 - output o is *unused* when every kept output of Q has zero weights on it (Q's channel o,
   or the block of columns a Flatten maps channel o to);
 - either way row o of P, channel o of Q and entry o of the BatchNorms between go.
@@ -23,8 +26,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from minissl import nn, to_numpy
-from minissl.compact.shapes import CompactionError, trace_shapes
+from minissl.backend import to_numpy
+from minissl.compact.chain import layer_chain, static_chain, trace_shapes
+from minissl.nn.protocol import CompactionError, LayerNotDeclared, Role, undeclared
 
 
 @dataclass
@@ -97,19 +101,16 @@ class CompactionPlan:
 
 
 class _WeightLayer:
-    """Analysis record of one Linear or Conv2d: its weight as W3 (out, channels, K)."""
+    """Analysis record of one WEIGHTS layer: its weight as W3 (out, channels, K)."""
 
-    def __init__(self, name, module, in_shape, out_shape, channel_block):
-        weight = to_numpy(module.weight.data)
+    def __init__(self, name, module, out_shape, features_per_channel):
         self.name, self.module, self.out_shape = name, module, out_shape
-        self.is_conv = isinstance(module, nn.Conv2d)
-        channels = weight.shape[1] if self.is_conv else weight.shape[1] // channel_block
-        self.w3 = weight.reshape(weight.shape[0], channels, -1)  # (out, channels, K)
+        self.w3 = module.weight_by_channel(features_per_channel)  # (out, channels, K)
         bias = module.bias
         self.has_bias = bias is not None
-        self.bias = to_numpy(bias.data) if self.has_bias else np.zeros(weight.shape[0])
-        self.in_mask = np.ones(channels, dtype=bool)
-        self.out_mask = np.ones(weight.shape[0], dtype=bool)
+        self.bias = to_numpy(bias.data) if self.has_bias else np.zeros(self.w3.shape[0])
+        self.in_mask = np.ones(self.w3.shape[1], dtype=bool)
+        self.out_mask = np.ones(self.w3.shape[0], dtype=bool)
         self.removed = False  # inside a residual block that is dropped
         # inside a residual block whose output still depends on its input through the other
         # path: this layer may compute exactly zero (then one zero column stands for it)
@@ -139,30 +140,26 @@ class _WeightLayer:
         return (channels[positions[:, 0]] * self.w3.shape[2] + positions[:, 1]).tolist()
 
 
-def _bn_keeps_zero(norm, dead):
-    """After a BatchNorm: which channels are exactly zero (scale and shift zero, or 0 -> 0)."""
-    gamma, beta = to_numpy(norm.weight.data), to_numpy(norm.bias.data)
-    mean = to_numpy(norm.running_mean)
-    return ((gamma == 0) & (beta == 0)) | (dead & (beta == 0) & (gamma * mean == 0))
-
-
 class _Segment:
-    """A producer's outputs reaching a consumer through channelwise modules (`norms` = BNs).
+    """A producer's outputs reaching a consumer through `between`, [(name, channelwise layer)].
 
     With `keep_one` (the middle of a residual branch) a segment whose channels are all dead
     or unused keeps one of them instead of none: it then carries exactly zero to the
     consumer (`forced`), and the branch computes a constant that the block still adds.
     """
 
-    def __init__(self, producer, consumer, norms, keep_one=False):
-        self.producer, self.consumer, self.norms = producer, consumer, norms
+    def __init__(self, producer, consumer, between, keep_one=False):
+        self.producer, self.consumer, self.between = producer, consumer, between
         self.keep_one, self.forced = keep_one, False
 
     def settle(self):
         """Apply the dead/unused rules once; return True when the masks changed."""
         dead = self.producer.dead_outputs()
-        for _, norm in self.norms:
-            dead = _bn_keeps_zero(norm, dead)
+        for name, layer in self.between:
+            try:
+                dead = layer.zero_channels(dead)
+            except LayerNotDeclared as error:
+                raise error.named(name) from None
         keep = self.producer.out_mask & ~dead & ~self.consumer.unused_inputs()
         if self.keep_one and not keep.any():
             keep[np.argmax(self.producer.out_mask)] = True  # the first channel still kept
@@ -173,87 +170,68 @@ class _Segment:
 
 
 class _Analysis:
-    """Walks a Sequential once, recording weight layers, segments and BatchNorm owners."""
+    """Walks a chain of layers once, recording weight layers, segments and which layer's
+    mask each channelwise layer with parameters (a BatchNorm) follows."""
 
-    def __init__(self, model, input_shape):
-        if not isinstance(model, nn.Sequential):
-            raise CompactionError(f"compact needs a Sequential model, got {type(model).__name__}")
-        self.modules = list(model)
-        self.shapes = trace_shapes(self.modules, input_shape)
-        self.records, self.segments, self.order = {}, [], []
-        self.norm_owner = {}    # BN name -> (record, "out" | "in") whose mask it follows
+    def __init__(self, chain, input_shape):
+        self.records, self.segments = {}, []
+        self.channel_owner = {}  # channelwise layer name -> (record, "out" | "in")
         self.first, self.removed_blocks = None, []
-        self.blocks = []  # (name, branch records, shortcut record or None, middle segment)
-        self._walk()
+        self.blocks = []  # (name, branch records, shortcut records, middle segments or None)
+        self._walk(chain, trace_shapes(chain, input_shape))
 
-    def _record(self, name, module, index, flattened_from):
-        # a Linear after Flatten reads each channel c of the (C, H, W) map as the block of
-        # H*W columns c*H*W ... (c+1)*H*W - 1; everywhere else a channel is one column
-        block = 1
-        if flattened_from is not None and len(flattened_from) > 1:
-            block = int(np.prod(flattened_from[1:]))
-        record = _WeightLayer(name, module, self.shapes[index], self.shapes[index + 1], block)
-        self.records[name] = record
-        self.order.append(name)
-        return record
-
-    def _walk(self):
-        """Pair each Linear/Conv2d (the producer) with the next one (the consumer) when only
-        channelwise modules lie between them; a residual block between is a barrier."""
-        producer, norms, barrier, flattened_from = None, [], False, None
-        for index, module in enumerate(self.modules):
-            name = str(index)
-            if isinstance(module, (nn.GatheredConv2d, nn.Take)):
-                raise CompactionError(
-                    f"module {name} ({type(module).__name__}) is already compacted")
-            if isinstance(module, (nn.Linear, nn.Conv2d)):
-                record = self._record(name, module, index, flattened_from)
+    def _walk(self, chain, shapes, inside_block=False, removed=False):
+        """Pair each WEIGHTS layer (the producer) with the next one (the consumer) when only
+        channelwise layers lie between them; a residual block between is a barrier. Inside a
+        block the ends keep their widths. Returns the segments made."""
+        producer, between, barrier, features = None, [], False, 1
+        segments = []
+        for (name, module), before, after in zip(chain, shapes[:-1], shapes[1:]):
+            if module.role is Role.COMPACTED:
+                raise CompactionError(f"module {name} ({type(module).__name__}) is already "
+                                      f"compacted")
+            if module.role is Role.WEIGHTS:
+                record = self.records[name] = _WeightLayer(name, module, after, features)
+                record.removed, record.may_be_zero = removed, inside_block
+                owner = None
                 if producer is not None and not barrier:
-                    self.segments.append(_Segment(producer, record, norms))
-                elif producer is None and not barrier:
-                    self.first = record
-                for norm_name, _ in norms:
-                    self.norm_owner[norm_name] = (producer or record, "out" if producer else "in")
-                producer, norms, barrier, flattened_from = record, [], False, None
-            elif isinstance(module, nn.BasicBlock):
-                self._walk_block(name, module, index)
-                norms, barrier = [], True  # the block's input and output widths are fixed
+                    segments.append(_Segment(producer, record, between, keep_one=inside_block))
+                    owner = (producer, "out")
+                elif producer is None and not barrier and not inside_block:
+                    self.first, owner = record, (record, "in")
+                for between_name, _ in between:
+                    if owner is not None:
+                        self.channel_owner[between_name] = owner
+                producer, between, barrier, features = record, [], False, 1
+            elif module.role is Role.BLOCK:
+                self._walk_block(name, module, before)
+                between, barrier, features = [], True, 1  # its input and output widths stay
+            elif module.role is Role.CHANNELWISE:
+                if not barrier:
+                    between.append((name, module))
+                features *= module.features_per_channel(before)
             else:
-                if isinstance(module, nn.BatchNorm2d) and not barrier:
-                    norms.append((name, module))
-                if isinstance(module, nn.Flatten):
-                    flattened_from = self.shapes[index]
+                raise undeclared(module, name)
+        if not removed:
+            self.segments.extend(segments)
+        return segments
 
-    def _walk_block(self, name, block, index):
-        shortcut = None
+    def _walk_block(self, name, block, before):
+        shortcut = []
         if block.shortcut is not None:
-            part = f"{name}.shortcut.0"
-            shortcut = self.records[part] = _WeightLayer(part, block.shortcut[0],
-                                                         self.shapes[index],
-                                                         self.shapes[index + 1], 1)
-            shortcut.may_be_zero = True  # checked in settle(): the branch must depend on x
-            self.order.append(part)
-        branch_shapes = trace_shapes(list(block.branch), self.shapes[index])
-        parts = {}
-        for position in (0, 3):
-            part = f"{name}.branch.{position}"
-            parts[position] = _WeightLayer(part, block.branch[position], branch_shapes[position],
-                                           branch_shapes[position + 1], 1)
-            self.records[part] = parts[position]
-            self.order.append(part)
-        if all(not np.any(to_numpy(p.data)) for p in block.branch.parameters()):
+            chain = static_chain(block.shortcut, f"{name}.shortcut")
+            # may_be_zero: checked in settle(), the branch must then depend on x
+            self._walk(chain, trace_shapes(chain, before), inside_block=True)
+            shortcut = [self.records[part] for part, module in chain
+                        if module.role is Role.WEIGHTS]
+        chain = static_chain(block.branch, f"{name}.branch")
+        removed = not any(np.any(to_numpy(p.data)) for p in block.branch.parameters())
+        if removed:
             self.removed_blocks.append(name)  # depth: the branch computes exactly 0
-            for record in parts.values():
-                record.removed = True
-            self.blocks.append((name, {}, shortcut, None))
-            return
-        norm_first = (f"{name}.branch.1", block.branch[1])
-        middle = _Segment(parts[0], parts[3], [norm_first], keep_one=True)
-        self.segments.append(middle)
-        self.norm_owner[norm_first[0]] = (parts[0], "out")
-        for record in parts.values():
-            record.may_be_zero = True  # checked in settle(): the shortcut must depend on x
-        self.blocks.append((name, parts, shortcut, middle))
+        middle = self._walk(chain, trace_shapes(chain, before), inside_block=True,
+                            removed=removed)
+        parts = [self.records[part] for part, module in chain if module.role is Role.WEIGHTS]
+        self.blocks.append((name, parts, shortcut, None if removed else middle))
 
     def settle(self):
         """Apply the rules until no mask changes; raise when a layer loses everything."""
@@ -282,20 +260,21 @@ class _Analysis:
         def kept_weights(record):
             return record.w3[record.out_mask][:, record.in_mask]
 
-        if shortcut is None or np.any(kept_weights(shortcut)):
+        zero_shortcut = [record.name for record in shortcut if not np.any(kept_weights(record))]
+        if not zero_shortcut:
             return  # the identity, or a live projection, carries the input through
-        zero = [record.name for record in parts.values() if not np.any(kept_weights(record))]
+        zero = [record.name for record in parts if not np.any(kept_weights(record))]
         if middle is None:
             cause = f"its branch {name}.branch is all zero (removed)"
         elif zero:
             cause = f"layer {zero[0]} has no nonzero weight left"
-        elif middle.forced:
+        elif any(segment.forced for segment in middle):
             cause = f"every middle channel of {name}.branch is zero or unused"
         else:
             return  # the branch carries the input through
         raise CompactionError(
-            f"block {name}: {cause} and its projection shortcut's layer {shortcut.name} has no "
-            f"nonzero weight left, so the network's output no longer depends on its input; "
+            f"block {name}: {cause} and its projection shortcut's layer {zero_shortcut[0]} has "
+            f"no nonzero weight left, so the network's output no longer depends on its input; "
             f"nothing sensible is left to build")
 
     def _nothing_left(self, record):
@@ -312,56 +291,63 @@ class _Analysis:
 
 
 def _layer_plan(name, record):
-    """LayerPlan of a Linear or Conv2d from its settled analysis record."""
-    out_count, channels, block = record.w3.shape
-    kept_out, kept_in = np.flatnonzero(record.out_mask), np.flatnonzero(record.in_mask)
-    columns = record.kept_columns() if record.is_conv else None
-    width = len(columns) if columns is not None else len(kept_in) * block
-    pixels = int(np.prod(record.out_shape[1:])) if record.is_conv else 1
+    """LayerPlan of a WEIGHTS layer from its settled analysis record; FLOPs from the layer."""
+    module = record.module
+    out_count, channels, taps = record.w3.shape
+    kept_out, kept_channels = np.flatnonzero(record.out_mask), np.flatnonzero(record.in_mask)
+    columns = record.kept_columns() if module.gathers_columns else None
+    width = len(columns) if columns is not None else len(kept_channels) * taps
     bias = int(record.has_bias)
-    shape = list(record.module.weight.shape)
-    if record.is_conv:
-        shape_after = [len(kept_out), width] if columns is not None else (
-            [len(kept_out), len(kept_in)] + shape[2:])
-    else:  # dense: kept input columns (a flattened channel keeps its whole block)
-        kept_in = (kept_in[:, None] * block + np.arange(block)).ravel()
-        shape_after = [len(kept_out), width]
-    return LayerPlan(name=name, kind="conv" if record.is_conv else "linear",
-                     kept_out=kept_out.tolist(), kept_in=kept_in.tolist(), kept_columns=columns,
-                     shape_before=shape, shape_after=shape_after,
-                     flops_before=2 * out_count * channels * block * pixels,
-                     flops_after=2 * len(kept_out) * width * pixels,
-                     params_before=out_count * (channels * block + bias),
+    return LayerPlan(name=name, kind=module.plan_kind, kept_out=kept_out.tolist(),
+                     kept_in=module.input_entries(kept_channels, taps).tolist(),
+                     kept_columns=columns, shape_before=list(module.weight.shape),
+                     shape_after=module.compacted_shape(len(kept_out), len(kept_channels),
+                                                        width, columns is not None),
+                     flops_before=module.flops(record.out_shape, out_count, channels * taps),
+                     flops_after=module.flops(record.out_shape, len(kept_out), width),
+                     params_before=out_count * (channels * taps + bias),
                      params_after=len(kept_out) * (width + bias))
 
 
 def _removed_plan(name, module, record):
     """LayerPlan of a layer inside a dropped residual block: nothing stays."""
-    is_norm = isinstance(module, nn.BatchNorm2d)
-    shape = [module.channels] if is_norm else list(module.weight.shape)
-    flops = 0 if is_norm else 2 * record.w3.size * int(np.prod(record.out_shape[1:]))
-    return LayerPlan(name=name, kind="batch_norm" if is_norm else "conv", kept_out=[], kept_in=[],
+    if record is None:  # a channelwise layer with parameters (a BatchNorm)
+        shape, flops = [_channel_count(module)], 0
+    else:
+        out_count, channels, taps = record.w3.shape
+        shape = list(module.weight.shape)
+        flops = module.flops(record.out_shape, out_count, channels * taps)
+    return LayerPlan(name=name, kind=module.plan_kind, kept_out=[], kept_in=[],
                      kept_columns=None, shape_before=shape, shape_after=[], flops_before=flops,
                      flops_after=0, params_before=module.num_parameters(), params_after=0)
 
 
-def _norm_plan(name, norm, analysis):
-    owner = analysis.norm_owner.get(name)
-    mask = np.ones(norm.channels, dtype=bool) if owner is None else (
+def _channel_count(module):
+    """Channels of a channelwise layer with parameters: each parameter is one per channel."""
+    return int(module.parameters()[0].shape[0])
+
+
+def _channel_plan(name, module, analysis):
+    """LayerPlan of a channelwise layer with parameters: the channels its owner keeps."""
+    channels = _channel_count(module)
+    owner = analysis.channel_owner.get(name)
+    mask = np.ones(channels, dtype=bool) if owner is None else (
         owner[0].out_mask if owner[1] == "out" else owner[0].in_mask)
     kept = np.flatnonzero(mask).tolist()
-    return LayerPlan(name=name, kind="batch_norm", kept_out=kept, kept_in=kept, kept_columns=None,
-                     shape_before=[norm.channels], shape_after=[len(kept)], flops_before=0,
-                     flops_after=0, params_before=2 * norm.channels, params_after=2 * len(kept))
+    per_channel = module.num_parameters() // channels
+    return LayerPlan(name=name, kind=module.plan_kind, kept_out=kept, kept_in=kept,
+                     kept_columns=None, shape_before=[channels], shape_after=[len(kept)],
+                     flops_before=0, flops_after=0, params_before=module.num_parameters(),
+                     params_after=per_channel * len(kept))
 
 
 def _infer_input_shape(model):
-    first = next((module for _, module in model.named_modules()
-                  if isinstance(module, (nn.Linear, nn.Conv2d))), None)
-    if isinstance(first, nn.Linear) and isinstance(model[0], nn.Linear):
-        return (first.in_features,)
-    raise CompactionError("input_shape is needed for this model, e.g. input_shape=(1, 28, 28) "
-                          "for MNIST images (one sample, no batch axis)")
+    chain = static_chain(model) if model.role is Role.CONTAINER else []
+    shape = chain[0][1].fixed_input_shape() if chain else None
+    if shape is None:
+        raise CompactionError("input_shape is needed for this model, e.g. input_shape=(1, 28, 28) "
+                              "for MNIST images (one sample, no batch axis)")
+    return shape
 
 
 def plan_compaction(model, input_shape=None):
@@ -369,22 +355,29 @@ def plan_compaction(model, input_shape=None):
 
     `input_shape` is one sample's shape without the batch axis (e.g. (1, 28, 28)); it may
     be left out for a model that starts with a Linear layer. Returns a CompactionPlan.
-    Raises CompactionError for unsupported modules or when a layer has nothing left.
+    `model` is a Sequential or any Module whose forward is a chain of declared layers and
+    residual blocks (chain.py). Raises CompactionError for undeclared layers, a forward that
+    is not a chain, or when a layer has nothing left.
     """
     input_shape = tuple(input_shape) if input_shape is not None else _infer_input_shape(model)
-    analysis = _Analysis(model, input_shape)
+    chain = layer_chain(model, input_shape)
+    analysis = _Analysis(chain, input_shape)
     analysis.settle()
     removed = tuple(f"{name}.branch." for name in analysis.removed_blocks)
     layers = []
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.BatchNorm2d)):
-            continue
-        if name.startswith(removed):
-            layers.append(_removed_plan(name, module, analysis.records.get(name)))
-        elif isinstance(module, nn.BatchNorm2d):
-            layers.append(_norm_plan(name, module, analysis))
-        else:
-            layers.append(_layer_plan(name, analysis.records[name]))
+    for chain_name, layer in chain:
+        for name, module in layer.named_modules(prefix=chain_name):
+            if module.plan_kind is None:
+                if module._parameters:
+                    raise undeclared(module, name, "how compaction keeps its parameters "
+                                     "(plan_kind and compacted)")
+                continue  # no weights: nothing to plan, the layer is copied
+            if name.startswith(removed):
+                layers.append(_removed_plan(name, module, analysis.records.get(name)))
+            elif module.role is Role.WEIGHTS:
+                layers.append(_layer_plan(name, analysis.records[name]))
+            else:
+                layers.append(_channel_plan(name, module, analysis))
     first = analysis.first
     indices = None
     if first is not None and not first.in_mask.all():

@@ -15,6 +15,7 @@ from minissl import ops
 from minissl.nn.conv_layers import BatchNorm2d, Conv2d
 from minissl.nn.layers import ReLU, Sequential
 from minissl.nn.module import Module
+from minissl.nn.protocol import Role
 
 
 class BasicBlock(Module):
@@ -53,6 +54,29 @@ class BasicBlock(Module):
     def forward(self, x):
         identity = x if self.shortcut is None else self.shortcut(x)
         return ops.relu(self.branch(x) + identity)  # residual add
+
+    # ---- the layer protocol (minissl/nn/protocol.py): a residual block ----------
+    # Compaction reads `branch` and `shortcut` (Sequentials of declared layers; shortcut None
+    # for the identity), keeps the block's input and output widths, shrinks the branch's
+    # middle channels and drops a branch that is all zero (SSL's depth group).
+    role = Role.BLOCK
+
+    def sample_shape(self, shape):
+        for module in self.branch:
+            shape = module.sample_shape(shape)
+        return shape
+
+    def input_mismatch(self, shape):
+        return self.branch.input_mismatch(shape)
+
+    def compacted(self, name, plan):
+        """relu(shortcut(x)) when the plan removed the branch, else a block of compacted parts."""
+        shortcut = None
+        if self.shortcut is not None:
+            shortcut = self.shortcut.compacted(f"{name}.shortcut", plan)
+        if name in plan.removed_blocks:  # the branch is exactly 0: relu(shortcut(x))
+            return ReLU() if shortcut is None else Sequential(*shortcut, ReLU())
+        return BasicBlock.from_parts(self.branch.compacted(f"{name}.branch", plan), shortcut)
 
     def __repr__(self):
         kind = "identity" if self.shortcut is None else "projection"

@@ -2,16 +2,19 @@
 
 A conv weight is (C_out, C_in, KH, KW) (DESIGN.md): row n of weight.reshape(C_out, -1) is
 filter n, column (c, kh, kw) a shape fiber; SSL's filter, channel and shape groups are
-views of it (minissl.ssl.groups).
+views of it (minissl.ssl.groups). Each layer declares what it is to SSL and compaction
+(minissl/nn/protocol.py).
 """
 
 import numpy as np
 
-from minissl import ops
-from minissl.backend import xp_of
+from minissl import kernels, ops
+from minissl.backend import to_numpy, xp_of
 from minissl.ops.shape import Take as TakeFunction
 from minissl.nn.init import INITIALIZERS
-from minissl.nn.module import Module, Parameter
+from minissl.nn.module import Channelwise, Module, Parameter
+from minissl.nn.protocol import Role
+from minissl.ssl.groups import GroupKind
 
 
 def _check_image(layer, x, channels=None):
@@ -54,6 +57,89 @@ class Conv2d(Module):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None})")
 
+    # ---- the layer protocol (minissl/nn/protocol.py) --------------------------
+    role = Role.WEIGHTS
+    plan_kind = "conv"
+    # SSL groups: filter W[n], channel W[:, c], shape fiber W[:, c, kh, kw]
+    ssl_group_axes = {GroupKind.FILTER: (0,), GroupKind.CHANNEL: (1,), GroupKind.SHAPE: (1, 2, 3)}
+    gathers_columns = True  # zero (c, kh, kw) columns of W2 go: a GatheredConv2d
+
+    def sample_shape(self, shape):
+        return _conv_sample_shape(self, shape)
+
+    def input_mismatch(self, shape):
+        return None if len(shape) == 3 and shape[0] == self.in_channels else (
+            f"{self.in_channels} channels")
+
+    def weight_by_channel(self, features_per_channel):
+        """W (NumPy) as (N, C, KH*KW): filter, input channel, tap."""
+        weight = to_numpy(self.weight.data)
+        return weight.reshape(weight.shape[0], weight.shape[1], -1)
+
+    def input_entries(self, channels, taps):
+        """Kept entries of the input's axis 1: the kept channels (taps are inside one)."""
+        return channels
+
+    def compacted_shape(self, rows, channels, width, gathered):
+        """(N', R) of a GatheredConv2d on `width` columns, else (N', C', KH, KW)."""
+        return [rows, width] if gathered else [rows, channels, *self.kernel_size]
+
+    def flops(self, out_shape, rows, columns):
+        """FLOPs per sample: a (rows, columns) GEMM weight applied at every output pixel."""
+        return 2 * rows * columns * out_shape[1] * out_shape[2]
+
+    def compacted(self, name, plan):
+        """A Conv2d on the kept filters and channels, or a GatheredConv2d on the kept columns."""
+        layer_plan = plan.layer(name)
+        weight = to_numpy(self.weight.data)
+        kept_out, kept_in = np.asarray(layer_plan.kept_out), np.asarray(layer_plan.kept_in)
+        bias = to_numpy(self.bias.data)[kept_out].copy() if self.bias is not None else None
+        if layer_plan.kept_columns is None:
+            layer = Conv2d(len(kept_in), len(kept_out), self.kernel_size, self.stride,
+                           self.padding, bias=bias is not None, dtype=weight.dtype)
+            layer.weight = Parameter(weight[kept_out][:, kept_in].copy())
+            if bias is not None:
+                layer.bias = Parameter(bias)
+            return layer
+        columns = np.asarray(layer_plan.kept_columns)
+        window = weight.shape[2] * weight.shape[3]
+        # original column c*KH*KW + k -> (position of c among the kept channels)*KH*KW + k
+        position = np.searchsorted(kept_in, columns // window)
+        rows = position * window + columns % window
+        weight2 = weight.reshape(weight.shape[0], -1)[kept_out][:, columns].copy()  # (N', R)
+        return GatheredConv2d(weight2, rows, len(kept_in), self.kernel_size, self.stride,
+                              self.padding, bias)
+
+    def gemm_operands(self, x):
+        """(W2, patches): matmul of the two is this layer's product.
+        Shapes: (C_out, C_in*KH*KW), (C_in*KH*KW, B*OH*OW)."""
+        return _conv_gemm_operands(self, x, rows=None)
+
+    def csr_forward(self, csr, x):
+        """The layer with W2 in scipy CSR form `csr`, multiplying the im2col patch matrix."""
+        (kernel_h, kernel_w), stride, padding = self.kernel_size, self.stride, self.padding
+        images = to_numpy(x.data)
+        cols = kernels.im2col(images, kernel_h, kernel_w, stride, padding)  # (C*KH*KW, B*OH*OW)
+        out = csr @ cols  # (C_out, B*OH*OW)
+        if self.bias is not None:
+            out += to_numpy(self.bias.data)[:, None]
+        batch = images.shape[0]
+        return np.ascontiguousarray(out.reshape(out.shape[0], batch, -1).transpose(1, 0, 2))
+
+
+def _conv_sample_shape(layer, shape):
+    """(C_out, OH, OW) of a Conv2d or GatheredConv2d for one (C_in, H, W) sample."""
+    (kernel_h, kernel_w), stride, padding = layer.kernel_size, layer.stride, layer.padding
+    return (layer.out_channels, kernels.conv_output_size(shape[1], kernel_h, stride, padding),
+            kernels.conv_output_size(shape[2], kernel_w, stride, padding))
+
+
+def _conv_gemm_operands(layer, x, rows):
+    weight = layer.weight.data
+    (kernel_h, kernel_w), stride, padding = layer.kernel_size, layer.stride, layer.padding
+    patches = kernels.im2col(x.data, kernel_h, kernel_w, stride, padding, rows=rows)
+    return weight.reshape(weight.shape[0], -1), patches
+
 
 class GatheredConv2d(Module):
     """A shape-compacted convolution: its GEMM uses only the kept (c, kh, kw) columns.
@@ -87,6 +173,20 @@ class GatheredConv2d(Module):
                 f"kernel_size={self.kernel_size}, columns={len(self.rows)}/{total}, "
                 f"stride={self.stride}, padding={self.padding})")
 
+    # ---- the layer protocol: already compacted; timed like the Conv2d it came from
+    role = Role.COMPACTED
+
+    def sample_shape(self, shape):
+        return _conv_sample_shape(self, shape)
+
+    def input_mismatch(self, shape):
+        return None if len(shape) == 3 and shape[0] == self.in_channels else (
+            f"{self.in_channels} channels")
+
+    def gemm_operands(self, x):
+        """(W2, gathered patches). Shapes: (C_out, R), (R, B*OH*OW)."""
+        return _conv_gemm_operands(self, x, rows=self.rows)
+
 
 class Take(Module):
     """Keep the listed entries of axis 1 (input pixels or channels): what a compacted model
@@ -112,9 +212,16 @@ class Take(Module):
     def __repr__(self):
         return f"Take({len(self.indices)} entries)"
 
+    role = Role.COMPACTED  # what compaction puts first; never compacted again
 
-class MaxPool2d(Module):
+    def sample_shape(self, shape):
+        return (len(self.indices),) + tuple(shape[1:])
+
+
+class MaxPool2d(Channelwise):
     """Max pooling. Shapes: (B, C, H, W) -> (B, C, OH, OW); see ops.max_pool2d."""
+
+    maps_zero_to_zero = True  # the max (or mean) of zeros is 0
 
     def __init__(self, kernel_size, stride=None, ceil_mode=False):
         super().__init__()
@@ -123,6 +230,11 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         return ops.max_pool2d(x, self.kernel_size, self.stride, self.ceil_mode)
+
+    def sample_shape(self, shape):
+        size = self.kernel_size, self.stride, self.ceil_mode
+        return (shape[0], kernels.pool_output_size(shape[1], *size),
+                kernels.pool_output_size(shape[2], *size))
 
     def __repr__(self):
         return f"MaxPool2d({self.kernel_size}, stride={self.stride}, ceil_mode={self.ceil_mode})"
@@ -138,8 +250,13 @@ class AvgPool2d(MaxPool2d):
         return f"AvgPool2d({self.kernel_size}, stride={self.stride}, ceil_mode={self.ceil_mode})"
 
 
-class GlobalAvgPool2d(Module):
+class GlobalAvgPool2d(Channelwise):
     """Mean of each feature map. Shapes: (B, C, H, W) -> (B, C)."""
+
+    maps_zero_to_zero = True
+
+    def sample_shape(self, shape):
+        return (shape[0],)
 
     def forward(self, x):
         return ops.global_avg_pool2d(x)
@@ -148,7 +265,7 @@ class GlobalAvgPool2d(Module):
         return "GlobalAvgPool2d()"
 
 
-class BatchNorm2d(Module):
+class BatchNorm2d(Channelwise):
     """Batch normalization per channel (see ops.batch_norm).
 
     Shapes: (B, C, H, W) -> (B, C, H, W). Parameters weight (gamma, starts at 1) and bias
@@ -174,9 +291,32 @@ class BatchNorm2d(Module):
     def __repr__(self):
         return f"BatchNorm2d({self.channels})"
 
+    # ---- the layer protocol: channelwise, with per-channel parameters and statistics
+    plan_kind = "batch_norm"
 
-class Dropout(Module):
+    def zero_channels(self, zero):
+        """In eval mode y = gamma (x - mean) / sqrt(var + eps) + beta: channel c is exactly zero
+        when gamma and beta are (whatever x is), or when x is zero and beta = gamma*mean = 0.
+        Shapes: zero (C,) bool -> (C,) bool."""
+        gamma, beta = to_numpy(self.weight.data), to_numpy(self.bias.data)
+        mean = to_numpy(self.running_mean)
+        return ((gamma == 0) & (beta == 0)) | (zero & (beta == 0) & (gamma * mean == 0))
+
+    def compacted(self, name, plan):
+        """A BatchNorm2d over the kept channels: their scale, shift and running statistics."""
+        kept = np.asarray(plan.layer(name).kept_out)
+        norm = BatchNorm2d(len(kept), self.momentum, self.eps, dtype=self.weight.dtype)
+        norm.weight = Parameter(to_numpy(self.weight.data)[kept].copy())
+        norm.bias = Parameter(to_numpy(self.bias.data)[kept].copy())
+        norm.running_mean[...] = to_numpy(self.running_mean)[kept]
+        norm.running_var[...] = to_numpy(self.running_var)[kept]
+        return norm
+
+
+class Dropout(Channelwise):
     """Inverted dropout with its own seeded Generator. Shapes: (*S) -> (*S)."""
+
+    maps_zero_to_zero = True
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()

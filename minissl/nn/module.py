@@ -8,9 +8,12 @@ an array (anything else is a TypeError saying what to do), so an assignment neve
 drops a parameter from `parameters()` or a buffer from `state_dict()`.
 """
 
+import copy
+
 import numpy as np
 
 from minissl.backend import array_module, to_numpy, xp_of
+from minissl.nn import protocol
 from minissl.tensor import Tensor
 
 
@@ -67,10 +70,34 @@ class Module:
         self._buffers[name] = True
 
     def __call__(self, *inputs):
+        if protocol.ACTIVE is not None:  # minissl.compact is following the forward pass
+            return protocol.ACTIVE.call(self, inputs)
         return self.forward(*inputs)
 
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    # ---- the layer protocol (minissl/nn/protocol.py) --------------------------
+    # A layer sets `role` and defines what its role needs; these defaults say it did not.
+    role = None
+    plan_kind = None  # the "kind" of its entry in a compaction plan, for layers with weights
+
+    def sample_shape(self, shape):
+        """Shape of one sample after this layer, given the shape before it (no batch axis)."""
+        raise protocol.undeclared(self, what="its output shape (sample_shape)")
+
+    def input_mismatch(self, shape):
+        """None when this layer takes one sample of `shape`, else what it takes (text)."""
+        return None
+
+    def fixed_input_shape(self):
+        """The one sample shape this layer takes, when there is only one (Linear), else None."""
+        return None
+
+    def compacted(self, name, plan):
+        """A new layer computing what this one computes with only what `plan` keeps
+        (`name`: this layer's path in the original model)."""
+        raise protocol.undeclared(self, name, "how to build its compacted copy (compacted)")
 
     # ---- traversal -----------------------------------------------------------
     def named_modules(self, prefix=""):
@@ -167,3 +194,37 @@ class Module:
                 parameter.data[...] = xp_of(parameter.data).asarray(state[prefix + name])
             for name in module._buffers:
                 getattr(module, name)[...] = state[prefix + name]
+
+
+class Channelwise(Module):
+    """Base of layers that act on every channel on their own (the CHANNELWISE role).
+
+    Channel c of the output depends only on channel c of the input, so compaction may drop a
+    channel on both sides of such a layer. A subclass says whether it maps an all-zero channel
+    to an all-zero channel (`maps_zero_to_zero`; ReLU yes, a sigmoid no): only then does the
+    channel of a zero filter stay exactly zero behind it and can go. Defaults: shape kept,
+    one feature per channel, no parameters (compaction copies the layer as it is).
+    """
+
+    role = protocol.Role.CHANNELWISE
+    maps_zero_to_zero = None  # a subclass must say True or False
+
+    def sample_shape(self, shape):
+        return tuple(shape)
+
+    def zero_channels(self, zero):
+        """Which output channels are exactly zero, given the input channels that are.
+        Shapes: zero (C,) bool -> (C,) bool."""
+        if self.maps_zero_to_zero is None:
+            raise protocol.undeclared(self, what="whether it maps zero to zero (maps_zero_to_zero)")
+        return zero.copy() if self.maps_zero_to_zero else np.zeros_like(zero)
+
+    def features_per_channel(self, shape):
+        """How many output features each input channel becomes (Flatten: H*W; others 1)."""
+        return 1
+
+    def compacted(self, name, plan):
+        if self._parameters or self._buffers:
+            raise protocol.undeclared(self, name, "how to keep a subset of its channels "
+                                      "(compacted)")
+        return copy.deepcopy(self)

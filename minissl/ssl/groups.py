@@ -103,28 +103,34 @@ class GroupSet:
             member.parameter.data *= member.expand(factors).astype(member.parameter.dtype, copy=False)
 
 
-# Group axes per kind, for each weight layout; a bias (if any) rides along axis 0.
-DENSE_AXES = {GroupKind.NEURON_IN: (1,), GroupKind.NEURON_OUT: (0,)}
-CONV_AXES = {GroupKind.FILTER: (0,), GroupKind.CHANNEL: (1,), GroupKind.SHAPE: (1, 2, 3)}
+# The output groups: a bias (if any) rides along axis 0, so a zero group is a zero output.
 BIAS_RIDES = (GroupKind.NEURON_OUT, GroupKind.FILTER)
-LAYOUT_AXES = {2: DENSE_AXES, 4: CONV_AXES}  # weight ndim -> the kinds it takes
+
+
+def group_axes(layer):
+    """{GroupKind: axes of the weight that index its groups} that `layer` declares (its
+    `ssl_group_axes`, minissl/nn/protocol.py); {} for a layer without SSL groups."""
+    return getattr(layer, "ssl_group_axes", None) or {}
 
 
 def layer_groups(layer, kind, name="", riders=()):
     """Return the GroupSet of `kind` on a layer with `weight` (and optional `bias`).
 
-    A 2-D weight is a dense layer (out, in); a 4-D weight a conv layer (N, C, M, K).
-    `riders` are modules whose parameters are all per-output vectors of length out / N
+    The layer declares which weight axes index each kind's groups (`ssl_group_axes`): a
+    Linear (out, in) takes NEURON_IN and NEURON_OUT, a Conv2d (N, C, M, K) FILTER, CHANNEL and
+    SHAPE. `riders` are modules whose parameters are all per-output vectors of length out / N
     (e.g. the BatchNorm after a conv: its scale and shift) and join the NEURON_OUT or
     FILTER groups, so that a zero group still means a zero output.
     Raises ValueError when `kind` does not apply to the layer or a rider does not fit.
     """
-    weight = layer.weight
-    table = LAYOUT_AXES.get(weight.ndim, {})
+    table = group_axes(layer)
     if kind not in table:
+        weight = getattr(layer, "weight", None)
+        what = f"with a {weight.ndim}-D weight {weight.shape}" if weight is not None else (
+            "without a weight")
         raise ValueError(f"group kind {kind.name} does not apply to layer {name or type(layer).__name__} "
-                         f"with a {weight.ndim}-D weight {weight.shape}; "
-                         f"possible kinds: {[k.name for k in table]}")
+                         f"{what}; possible kinds: {[k.name for k in table]}")
+    weight = layer.weight
     members = [Member(weight, table[kind])]
     bias = getattr(layer, "bias", None)
     if kind in BIAS_RIDES and bias is not None:

@@ -9,7 +9,8 @@ step instead (prox.py), which reaches exact zeros.
 
 The reports use the paper's own columns: neurons per layer (MLP table), filters and
 channels (LeNet Table 1), filter size = nonzero columns of the GEMM weight matrix
-(LeNet Table 2), row and column sparsity (ConvNet Table 3) and remaining FLOPs.
+(LeNet Table 2), row and column sparsity (ConvNet Table 3). Remaining FLOPs are counted in
+one place only, the compaction plan (minissl.compact), on the model it actually builds.
 """
 
 import dataclasses
@@ -64,16 +65,6 @@ class LayerSparsity:
     def column_sparsity(self):
         return 1.0 - self.nonzero_columns / self.columns
 
-    @property
-    def flops_pct(self):
-        """Remaining FLOPs in %: the GEMM keeps nonzero rows x nonzero columns.
-
-        For a conv layer, 2 * N * C*M*K * OH * OW FLOPs per sample; OH * OW cancels in the
-        ratio. Channels fed by zero filters of the previous layer are not counted here
-        (for dense chains, dense_chain_report does count them).
-        """
-        return 100.0 * self.nonzero_rows * self.nonzero_columns / (self.rows * self.columns)
-
 
 def weight_sparsity(weight, name=""):
     """Return the LayerSparsity of a dense (out, in) or conv (N, C, M, K) weight array."""
@@ -87,22 +78,17 @@ def weight_sparsity(weight, name=""):
                          channels=weight.shape[1], nonzero_channels=int(per_channel.any(axis=(0, 2)).sum()))
 
 
-def dense_chain_report(weights, names=None):
-    """Neurons and FLOPs of a chain of dense layers, counted as the paper's MLP table does.
+def dense_chain_neurons(weights):
+    """Neurons per layer of a chain of dense layers, counted as the paper's MLP table does.
 
-    A unit counts when its outgoing column is nonzero (input and hidden units); the
-    last layer's outputs always count. Layer l then costs 2 * n_l * n_{l+1} FLOPs per
-    sample (a multiply-add is 2 FLOPs).
+    A unit counts when its outgoing column is nonzero (input and hidden units); the last
+    layer's outputs always count. (Its FLOPs: the compaction plan, minissl.compact.)
     Shapes: weights is a list of (out_l, in_l) arrays with in_{l+1} = out_l.
-    Returns {"neurons": [n_0, ..., n_L], "flops": [...], "dense_flops": [...], "flops_pct": [...]}.
+    Returns [n_0, ..., n_L].
     """
     weights = [to_numpy(w) for w in weights]
     for index, (first, second) in enumerate(zip(weights[:-1], weights[1:])):
         if second.shape[1] != first.shape[0]:
             raise ValueError(f"layer {index + 1} takes {second.shape[1]} inputs but layer {index} "
                              f"gives {first.shape[0]}")
-    neurons = [int((w != 0).any(axis=0).sum()) for w in weights] + [weights[-1].shape[0]]
-    flops = [2 * n_in * n_out for n_in, n_out in zip(neurons[:-1], neurons[1:])]
-    dense = [2 * w.shape[0] * w.shape[1] for w in weights]
-    return {"neurons": neurons, "flops": flops, "dense_flops": dense,
-            "flops_pct": [100.0 * f / d for f, d in zip(flops, dense)]}
+    return [int((w != 0).any(axis=0).sum()) for w in weights] + [weights[-1].shape[0]]

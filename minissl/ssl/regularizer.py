@@ -16,7 +16,7 @@ import enum
 
 import numpy as np
 
-from minissl.ssl.groups import LAYOUT_AXES, GroupKind, block_groups, layer_groups
+from minissl.ssl.groups import GroupKind, block_groups, group_axes, layer_groups
 from minissl.ssl.penalty import add_subgradient, group_lasso_value
 from minissl.ssl.prox import prox_group_lasso
 
@@ -66,15 +66,14 @@ class SSLConfig:
 
 def rules_for(model, kind, strengths, layer_type=None):
     """One GroupRule per layer that `kind` applies to (and of `layer_type`, if given), in
-    forward order: NEURON_IN/NEURON_OUT take the layers with a 2-D weight (Linear), FILTER,
-    CHANNEL and SHAPE those with a 4-D weight (Conv2d); BatchNorm's 1-D scale never counts.
+    forward order: the layers that declare `kind` in their `ssl_group_axes` (NEURON_IN and
+    NEURON_OUT: Linear; FILTER, CHANNEL and SHAPE: Conv2d; BatchNorm declares none).
 
     `strengths` is one lambda for all layers or a list with one lambda per layer. Raises
     ValueError when no layer fits or the number of strengths differs from the layers'.
     """
     layers = [name for name, module in model.named_modules()
-              if hasattr(module, "weight") and kind in LAYOUT_AXES.get(module.weight.ndim, {})
-              and (layer_type is None or isinstance(module, layer_type))]
+              if kind in group_axes(module) and (layer_type is None or isinstance(module, layer_type))]
     if not layers:
         raise ValueError(f"no layer of the model takes {kind.name} groups"
                          + (f" among its {layer_type.__name__} layers" if layer_type else ""))
