@@ -229,6 +229,9 @@ def test_kernels_run_as_plain_python_with_numba_disabled():
         "out, arg = n.max_pool2d(x, 2, 2, 2, 3)\n"
         "assert np.array_equal(out, r.max_pool2d(x, 2, 2, 2, 3)[0])\n"
         "assert np.allclose(n.gemm(x[0, 0], x[1, 0].T), x[0, 0] @ x[1, 0].T)\n"
+        "rows, w2, bias = np.array([0, 4, 9, 17]), x[0, 0, :3, :4], np.ones(3)\n"
+        "assert np.allclose(n.conv_tiles(x, w2, rows, 3, 3, 1, 1, bias, 2, np.empty((2, 3, 5, 6))),"
+        " r.conv_tiles(x, w2, rows, 3, 3, 1, 1, bias, 2, np.empty((2, 3, 5, 6))))\n"
         "import numba\n"
         "assert numba.config.DISABLE_JIT\n"
     )
@@ -317,3 +320,61 @@ def test_max_pool_propagates_nan_in_both_variants(position):
         out, argmax = variant.max_pool2d(x, 2, 2, 2, 2)
         assert np.isnan(out[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == position
         np.testing.assert_array_equal(out[0, 0].reshape(-1)[1:], [7, 13, 15])
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries(), st.integers(1, 5), st.integers(1, 4), st.booleans(),
+       st.integers(0, 2**16))
+def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
+    """The per-image tile convolution (inference) on random shapes, strides, padding, kept
+    rows and thread splits equals im2col + GEMM."""
+    x, kernel_h, kernel_w, stride, padding = case
+    rng = np.random.default_rng(seed)
+    count = x.shape[1] * kernel_h * kernel_w
+    rows = np.arange(count)
+    if gathered:
+        picked = rng.random(count) < 0.5
+        picked[seed % count] = True
+        rows = np.flatnonzero(picked)
+    weight2 = rng.standard_normal((filters, len(rows))).astype(x.dtype)
+    bias = rng.standard_normal(filters).astype(x.dtype)
+    shape = (x.shape[0], filters, *_sizes(*case))
+    geometry = (kernel_h, kernel_w, stride, padding)
+    got = numba_cpu.conv_tiles(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
+                               np.full(shape, np.nan, x.dtype))
+    expected = reference.conv_tiles(x, weight2, rows, *geometry, bias, runs, np.empty(shape, x.dtype))
+    tolerance = 1e-5 if x.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_conv_tiles_arguments_are_validated():
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=r"weight2 \(3, 5\) must have one column per row \(18\)"):
+        kernels.conv_tiles(x, np.zeros((3, 5), np.float32), 3, 3)
+    with pytest.raises(TypeError, match="x is float32 but weight2 is float64"):
+        kernels.conv_tiles(x, np.zeros((3, 18)), 3, 3)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        kernels.conv_tiles(x, np.zeros((3, 18), np.float32), 3, 3, bias=np.zeros(2, np.float32))
+
+
+def test_a_convolution_without_autograd_takes_the_tile_kernel_and_agrees():
+    """Under no_grad a small conv runs kernels.conv_tiles (no graph); with autograd it runs
+    im2col + GEMM; both give the same output."""
+    import minissl
+    from minissl import Tensor, no_grad, ops
+
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.standard_normal((3, 2, 9, 9)))
+    weight = Tensor(rng.standard_normal((4, 2, 3, 3)), requires_grad=True)
+    previous = minissl.get_backend()
+    minissl.set_backend("numba")
+    try:
+        assert kernels.conv_algorithm(3, 4, 18, 25) == "tiles"
+        assert kernels.conv_algorithm(100, 50, 500, 64) == "gemm"
+        trained = ops.conv2d(x, weight, None, 2, 1)
+        with no_grad():
+            inferred = ops.conv2d(x, weight, None, 2, 1)
+    finally:
+        minissl.set_backend(previous)
+    assert trained.requires_grad and not inferred.requires_grad
+    np.testing.assert_allclose(inferred.data, trained.data, rtol=1e-12, atol=1e-12)

@@ -15,6 +15,7 @@ products. BLAS was faster on every shape, so `matmul` (what the ops call) is BLA
 is the readable, tested Numba kernel that `benchmarks/kernels.py` measures against it.
 """
 
+import numba
 import numpy as np
 
 from minissl.backend import get_backend, xp_of
@@ -77,7 +78,7 @@ def _check_rows(rows, count):
     rows = np.asarray(rows, dtype=np.int64)
     if rows.ndim != 1 or rows.size == 0:
         raise ValueError(f"rows must be a non-empty 1-D index array, got shape {rows.shape}")
-    if rows[0] < 0 or rows[-1] >= count or np.any(np.diff(rows) <= 0):
+    if not numba_cpu.increasing_within(rows, count):
         raise ValueError(f"rows must be increasing indices in [0, {count}), got {rows.tolist()}")
     return rows
 
@@ -149,6 +150,55 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
     if rows is None:
         return _variant(cols).col2im(cols, *geometry, out)
     return _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry, out)
+
+
+# Which algorithm an inference convolution runs on the CPU: a cost model measured with
+# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches").
+# im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
+# that a few images through a small layer do not amortize: there (batch <= 8, at most 0.45M
+# multiply-adds per image) the per-image tile kernel was 1.2-1.8x faster. Layers of 1.6M
+# multiply-adds per image or more were faster on BLAS at every batch, and at batch 100 BLAS
+# was as fast or faster on every layer, so the tiles run only on small calls.
+TILE_MAX_BATCH = 16
+TILE_MAX_MACS_PER_IMAGE = 1_000_000
+
+
+def conv_algorithm(batch, filters, depth, pixels):
+    """"tiles" or "gemm" for an inference convolution of `batch` images with W2 of shape
+    (filters, depth) and `pixels` = OH*OW output positions (the cost model above)."""
+    small = batch <= TILE_MAX_BATCH and filters * depth * pixels <= TILE_MAX_MACS_PER_IMAGE
+    return "tiles" if small else "gemm"
+
+
+def conv_tiles(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, bias=None):
+    """Convolution for inference, one image at a time from patch tiles kept in cache.
+
+    Shapes: x (B, C, H, W), weight2 (N, R) with R = C*KH*KW or, with `rows` (increasing
+    (c, kh, kw) indices), R = len(rows); bias (N,) or None -> (B, N, OH, OW). Computes what
+    ops.conv2d / conv2d_gathered compute, without autograd. Raises ValueError/TypeError for a
+    wrong rank, dtype, rows or weight shape.
+    """
+    _check_float("conv_tiles input", x, 4)
+    _check_float("conv_tiles weight2", weight2, 2)
+    if weight2.dtype != x.dtype:
+        raise TypeError(f"conv_tiles: x is {x.dtype} but weight2 is {weight2.dtype}")
+    count = x.shape[1] * kernel_h * kernel_w
+    rows = np.arange(count, dtype=np.int64) if rows is None else _check_rows(rows, count)
+    if weight2.shape[1] != len(rows):
+        raise ValueError(f"conv_tiles: weight2 {tuple(weight2.shape)} must have one column per "
+                         f"row ({len(rows)})")
+    xp = xp_of(x)
+    bias = xp.zeros(weight2.shape[0], dtype=x.dtype) if bias is None else bias
+    if tuple(bias.shape) != (weight2.shape[0],):
+        raise ValueError(f"conv_tiles: bias must have shape ({weight2.shape[0]},), got "
+                         f"{tuple(bias.shape)}")
+    out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
+    out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
+    out = xp.empty((x.shape[0], weight2.shape[0], out_h, out_w), dtype=x.dtype)
+    return _variant(x).conv_tiles(xp.ascontiguousarray(x), xp.ascontiguousarray(weight2),
+                                  xp.asarray(rows), kernel_h, kernel_w, stride, padding,
+                                  xp.ascontiguousarray(bias.astype(x.dtype, copy=False)),
+                                  numba.get_num_threads(), out)
 
 
 def _pool_sizes(x, kernel, stride, ceil_mode):

@@ -22,6 +22,18 @@ GEMM_MC = 128
 
 
 @njit(cache=True)
+def increasing_within(rows, count):
+    """True when rows (R,) are strictly increasing indices in [0, count): the check of
+    kernels._check_rows, run on every call of a gathered kernel, in one pass."""
+    if rows[0] < 0 or rows[rows.shape[0] - 1] >= count:
+        return False
+    for r in range(1, rows.shape[0]):
+        if rows[r] <= rows[r - 1]:
+            return False
+    return True
+
+
+@njit(cache=True)
 def _inside_range(offset, stride, size, count):
     """Output positions o in [first, last) whose input o*stride + offset lies in [0, size)."""
     first = 0
@@ -460,3 +472,93 @@ def relu_backward(grad_out, out):
         for i in range(stop - start):
             target[i] = grad[i] * (kept[i] > 0)
     return grad_x
+
+
+@njit(cache=True, fastmath={"contract"})
+def _conv_tile_images(x, weight2, channel, shift_h, shift_w, first, last, stride, bias, out,
+                      tile, start, stop):
+    """Images start ... stop-1 of conv_tiles, one after the other, through one tile buffer.
+
+    Shapes: out (B, N, OH, OW), tile (R, OH*OW), zero wherever padding is read (those
+    entries are never written, so they stay zero from image to image).
+    """
+    filters, depth = weight2.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    height = x.shape[2]
+    pixels = out_h * out_w
+    planes = out.reshape(out.shape[0], filters, pixels)
+    for b in range(start, stop):
+        for r in range(depth):  # unfold image b: tile[r, oh*OW + ow] = x[b, c, ih, iw]
+            c, dh, dw = channel[r], shift_h[r], shift_w[r]
+            for oh in range(out_h):
+                ih = oh * stride + dh
+                if 0 <= ih < height:
+                    base = oh * out_w
+                    for ow in range(first[r], last[r]):
+                        tile[r, base + ow] = x[b, c, ih, ow * stride + dw]
+        for n in range(filters):  # planes[b, n] = bias[n] + sum_r W2[n, r] * tile[r]
+            plane = planes[b, n]
+            value = bias[n]
+            for p in range(pixels):
+                plane[p] = value
+            for r in range(depth):
+                w = weight2[n, r]
+                source = tile[r]
+                for p in range(pixels):
+                    plane[p] += w * source[p]
+
+
+@njit(cache=True)
+def _tile_geometry(rows, kernel_h, kernel_w, stride, padding, width, out_w):
+    """Per kept row (c, kh, kw): its channel, its shifts, and the output columns
+    [first, last) that read inside the image (the rest reads zero padding)."""
+    depth = rows.shape[0]
+    channel = rows // (kernel_h * kernel_w)
+    shift_h = rows // kernel_w % kernel_h - padding
+    shift_w = rows % kernel_w - padding
+    first = np.empty(depth, np.int64)
+    last = np.empty(depth, np.int64)
+    for r in range(depth):
+        first[r], last[r] = _inside_range(shift_w[r], stride, width, out_w)
+    return channel, shift_h, shift_w, first, last
+
+
+def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+    """Inference convolution on per-image patch tiles (see reference.conv_tiles).
+
+    Shapes: x (B, C, H, W), weight2 (N, R), rows (R,) int64 (c, kh, kw) indices, bias (N,)
+    -> out (B, N, OH, OW), overwritten and returned. The batch is split into `runs` runs of
+    images (one per thread); each thread unfolds one image at a time into a tile (R, OH*OW)
+    that stays in cache and multiplies it into that image's output planes in place: no
+    patch matrix for the whole batch, no layout pass afterwards, the bias written first.
+    A single run stays on the calling thread: entering a parallel Numba function costs
+    about 30 microseconds even when one thread does all the work (docs/results.md).
+    """
+    runs = max(1, min(x.shape[0], runs))
+    if runs == 1:
+        return _conv_tiles_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
+                                  out)
+    return _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
+                                runs, out)
+
+
+@njit(cache=True)
+def _conv_tiles_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, out):
+    geometry = _tile_geometry(rows, kernel_h, kernel_w, stride, padding, x.shape[3],
+                              out.shape[3])
+    tile = np.zeros((rows.shape[0], out.shape[2] * out.shape[3]), dtype=x.dtype)
+    _conv_tile_images(x, weight2, *geometry, stride, bias, out, tile, 0, x.shape[0])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs,
+                         out):
+    batch = x.shape[0]
+    geometry = _tile_geometry(rows, kernel_h, kernel_w, stride, padding, x.shape[3],
+                              out.shape[3])
+    for run in prange(runs):
+        tile = np.zeros((rows.shape[0], out.shape[2] * out.shape[3]), dtype=x.dtype)
+        _conv_tile_images(x, weight2, *geometry, stride, bias, out, tile,
+                          run * batch // runs, (run + 1) * batch // runs)
+    return out

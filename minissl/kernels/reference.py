@@ -218,3 +218,19 @@ def relu_backward(grad_out, out):
     """Gradient of max(x, 0) from its output: grad_out where out > 0, else 0 (also at the
     kink x == 0, PyTorch's choice). Shapes: grad_out, out (any, equal) -> the same shape."""
     return grad_out * (out > 0)
+
+
+def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+    """Convolution for inference: out = W2 @ gathered_im2col(x) + bias, laid out per image.
+
+    Shapes: x (B, C, H, W), weight2 (N, R), rows (R,) int64 indices of (c, kh, kw), bias (N,)
+    -> out (B, N, OH, OW), overwritten and returned. (The Numba twin computes the same one
+    image at a time, from tiles that stay in cache, in `runs` runs of images; unused here.)
+    """
+    xp = xp_of(x)
+    batch, filters, out_h, out_w = out.shape
+    cols = xp.empty((len(rows), batch * out_h * out_w), dtype=x.dtype)
+    gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, cols)
+    product = (weight2 @ cols).reshape(filters, batch, out_h, out_w)  # (N, B, OH, OW)
+    out[...] = product.transpose(1, 0, 2, 3) + bias[None, :, None, None]
+    return out

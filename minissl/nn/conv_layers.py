@@ -175,13 +175,8 @@ class GatheredConv2d(Module):
 
     # ---- the layer protocol: already compacted; timed like the Conv2d it came from
     role = Role.COMPACTED
-
-    def sample_shape(self, shape):
-        return _conv_sample_shape(self, shape)
-
-    def input_mismatch(self, shape):
-        return None if len(shape) == 3 and shape[0] == self.in_channels else (
-            f"{self.in_channels} channels")
+    sample_shape = Conv2d.sample_shape      # the geometry of the Conv2d it came from
+    input_mismatch = Conv2d.input_mismatch
 
     def gemm_operands(self, x):
         """(W2, gathered patches). Shapes: (C_out, R), (R, B*OH*OW)."""

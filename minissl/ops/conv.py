@@ -11,6 +11,9 @@ Backward, with G = grad_out as (C_out, B*OH*OW):
     grad_W2 = G @ cols.T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
+Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
+through a small layer, kernels.conv_algorithm) runs the per-image tile kernel instead
+(kernels.conv_tiles): same result, without the fixed costs of the GEMM path.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
@@ -27,8 +30,8 @@ processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caff
 import numpy as np
 
 from minissl import kernels
-from minissl.autograd import Function
-from minissl.backend import xp_of
+from minissl.autograd import Function, is_grad_enabled
+from minissl.backend import get_backend, xp_of
 from minissl.ops.shape import reshape
 from minissl.tensor import Tensor
 
@@ -122,6 +125,24 @@ class Conv2d(Function):
         return grad_x, grad_weight2, grad_bias
 
 
+def _inference(x, weight2, bias, kernel_size, stride, padding, rows):
+    """The convolution without autograd on the per-image tile kernel, or None when a gradient
+    may be wanted or the cost model (kernels.conv_algorithm) prefers im2col + BLAS.
+
+    Only on the Numba backend with NumPy arrays; the result equals Conv2d's to rounding.
+    """
+    tensors = (x, weight2) if bias is None else (x, weight2, bias)
+    if (is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)) or (
+            get_backend() != "numba" or xp_of(x.data) is not np):
+        return None
+    out_h = kernels.conv_output_size(x.shape[2], kernel_size[0], stride, padding)
+    out_w = kernels.conv_output_size(x.shape[3], kernel_size[1], stride, padding)
+    if kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w) != "tiles":
+        return None
+    return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding, rows,
+                                     None if bias is None else bias.data))
+
+
 def _check_conv_inputs(x, weight, bias, c_in, name):
     if not isinstance(x, Tensor) or not isinstance(weight, Tensor):
         raise TypeError(f"{name} expects Tensors for x and weight")
@@ -150,6 +171,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     _check_conv_inputs(x, weight, bias, weight.shape[1] if isinstance(weight, Tensor) else -1,
                        "conv2d")
     weight2 = reshape(weight, (weight.shape[0], -1))  # (C_out, C_in*KH*KW)
+    fast = _inference(x, weight2, bias, tuple(weight.shape[2:]), stride, padding, None)
+    if fast is not None:
+        return fast
     inputs = (x, weight2) if bias is None else (x, weight2, bias)
     return Conv2d.apply(*inputs, kernel_size=tuple(weight.shape[2:]), stride=stride,
                         padding=padding, rows=None)
@@ -169,6 +193,9 @@ def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=
                          f"got {getattr(weight2, 'shape', weight2)}")
     c_in = x.shape[1] if isinstance(x, Tensor) and x.ndim == 4 else -1
     _check_conv_inputs(x, weight2, bias, c_in, "conv2d_gathered")
+    fast = _inference(x, weight2, bias, (kernel_h, kernel_w), stride, padding, rows)
+    if fast is not None:
+        return fast
     inputs = (x, weight2) if bias is None else (x, weight2, bias)
     return Conv2d.apply(*inputs, kernel_size=(kernel_h, kernel_w), stride=stride,
                         padding=padding, rows=rows)
