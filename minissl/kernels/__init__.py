@@ -155,10 +155,11 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 # Which algorithm an inference convolution runs on the CPU: a cost model measured with
 # `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches").
 # im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
-# that a few images through a small layer do not amortize: there (batch <= 8, at most 0.45M
-# multiply-adds per image) the per-image tile kernel was 1.2-1.8x faster. Layers of 1.6M
-# multiply-adds per image or more were faster on BLAS at every batch, and at batch 100 BLAS
-# was as fast or faster on every layer, so the tiles run only on small calls.
+# that a few images through a small layer do not amortize: there (batch 1 and 8, at most
+# 0.45M multiply-adds per image) the per-image tile kernel was 1.2-4.0x faster. Layers of
+# 1.6M multiply-adds per image or more were faster on BLAS at every batch, and at batch 100
+# the tiles were slower on every CIFAR layer and mixed on LeNet's, so they run only on small
+# calls.
 TILE_MAX_BATCH = 16
 TILE_MAX_MACS_PER_IMAGE = 1_000_000
 
