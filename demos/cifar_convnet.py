@@ -153,10 +153,7 @@ def print_table(rows):
     for row in rows + PAPER_ROWS:
         error = f"{row['error']:.2%}" if row["error"] is not None else "-"
         whole = common.speed_text(row.get("whole_speedup"), row.get("whole_flags"))
-        speeds = "-"
-        if row["speedup"]:
-            flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
-            speeds = " / ".join(map(common.speed_text, row["speedup"], flags))
+        speeds = common.row_speeds(row, " / ")
         print(f"{row['name']:<14}{error:>7}  {triple(row['row_sparsity'], '{:.1f}'):<22}"
               f"{triple(row['column_sparsity'], '{:.1f}'):<22}"
               f"{triple(row.get('flops_pct'), '{:.1f}'):<22}{speeds:<22}{whole:>6}")

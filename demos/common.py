@@ -498,6 +498,15 @@ def speed_text(value, flags=()):
     return f"{value:.2f}" + ("?" if flags else "")
 
 
+def row_speeds(row, separator):
+    """A table row's per-layer speedups joined by `separator` ("1.83 / 5.20?"), "-" when the
+    row has none; a flagged timing gets its "?" (speed_text)."""
+    if not row.get("speedup"):
+        return "-"
+    flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
+    return separator.join(map(speed_text, row["speedup"], flags))
+
+
 def flagged_note(rows):
     """The table's footnote when some speedup in `rows` is marked '?'."""
     if any(row.get("compacted") and (row["compacted"].get("whole_flags") or any(

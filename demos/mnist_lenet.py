@@ -111,9 +111,9 @@ def conv_structure(model):
 def describe_structure(model):
     """History fields and epoch-line text for an SSL phase."""
     structure = conv_structure(model)
-    text = (f"  filters {'-'.join(map(str, structure['filters']))}, channels "
-            f"{'-'.join(map(str, structure['channels']))}, columns "
-            f"{'-'.join(map(str, structure['columns']))}")
+    text = (f"  filters {' / '.join(map(str, structure['filters']))}, channels "
+            f"{' / '.join(map(str, structure['channels']))}, columns "
+            f"{' / '.join(map(str, structure['columns']))}")
     return structure, text
 
 
@@ -173,21 +173,19 @@ def result_row(name, model, split, rules=(), cut=None):
 
 
 def print_table(rows):
-    """Our rows, then the paper's (Tables 1 and 2), per conv layer (conv1-conv2)."""
+    """Our rows, then the paper's (Tables 1 and 2), per conv layer: "conv1 / conv2" (the
+    paper joins them with dashes; slashes do not read as ranges)."""
     def pair(values, form="{}"):
-        return "-".join(form.format(value) for value in values) if values else "-"
-    print(f"\n{'row':<26}{'error':>7}  {'filters':<8}{'channels':<9}{'columns':<9}"
-          f"{'FLOP %':<12}{'speedup':<12}{'whole':>6}")
+        return " / ".join(form.format(value) for value in values) if values else "-"
+    print(f"\n{'row':<26}{'error':>7}  {'filters':<10}{'channels':<10}{'columns':<11}"
+          f"{'FLOP %':<14}{'speedup':<15}{'whole':>6}")
     for row in rows + PAPER_ROWS:
         error = f"{row['error']:.2%}" if row["error"] is not None else "-"
         whole = common.speed_text(row.get("whole_speedup"), row.get("whole_flags"))
-        speeds = "-"
-        if row["speedup"]:
-            flags = row.get("speedup_flags") or [[]] * len(row["speedup"])
-            speeds = "-".join(map(common.speed_text, row["speedup"], flags))
-        print(f"{row['name']:<26}{error:>7}  {pair(row['filters']):<8}{pair(row['channels']):<9}"
-              f"{pair(row['columns']):<9}{pair(row['flops_pct'], '{:.1f}'):<12}"
-              f"{speeds:<12}{whole:>6}")
+        speeds = common.row_speeds(row, " / ")
+        print(f"{row['name']:<26}{error:>7}  {pair(row['filters']):<10}{pair(row['channels']):<10}"
+              f"{pair(row['columns']):<11}{pair(row['flops_pct'], '{:.1f}'):<14}"
+              f"{speeds:<15}{whole:>6}")
     common.flagged_note(rows)
 
 
