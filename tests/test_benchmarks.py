@@ -5,17 +5,28 @@ import json
 import pytest
 
 from minissl.compact import compact
-from benchmarks import (gpu_epoch, input_pipeline, kernels, memory_reuse, profile_step, speedup,
-                        threads, train_throughput)
+from benchmarks import (conv_tiles, gpu_epoch, input_pipeline, kernels, memory_reuse,
+                        profile_step, speedup, threads, train_throughput)
 
 
 @pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput, profile_step,
-                                    input_pipeline, memory_reuse, gpu_epoch])
+                                    input_pipeline, memory_reuse, gpu_epoch, conv_tiles])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "--json" in capsys.readouterr().out
+
+
+def test_conv_tiles_times_every_shape_and_says_what_the_cost_model_picks(tmp_path, capsys):
+    path = tmp_path / "tiles.json"
+    conv_tiles.main(["--batch", "2", "--repeats", "2", "--json", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["shape"] for row in rows] == [shape[0] for shape in conv_tiles.SHAPES]
+    assert all(row["gemm_ms"] > 0 and row["tiles_ms"] > 0 for row in rows)
+    picks = {row["shape"]: row["pick"] for row in rows}
+    assert picks["LeNet #5 conv2"] == "tiles" and picks["ConvNet conv2"] == "gemm"
+    assert "gemm/tiles" in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore::minissl.data.MnistFallbackWarning")
