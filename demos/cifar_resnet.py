@@ -17,10 +17,12 @@ the network is compacted: a zero branch leaves relu(shortcut(x)), so its block b
 batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the error of
 ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
 
-Measured on 2 shared cores (docs/results.md): a ResNet-20 epoch of 50,000 images takes about
-5-6 minutes, so the default run (10 baseline epochs, then 10 + 2 for the SSL row) takes about
-2 hours, and --quick about 3-5 minutes. He et al.'s schedule is 64,000 iterations at batch 128
-(about 164 epochs): --epochs 164 --ssl-epochs 164 --finetune-epochs 20 follows it.
+Measured on 2 shared cores (docs/results.md): --quick took 318 s on the real CIFAR-10 (its
+epochs of 5,000 images about 60 s each). A ResNet-20 epoch of 50,000 images took 5-6 minutes
+in an earlier measurement and would take about 10 at --quick's pace, so the default run (10
+baseline epochs, then 10 + 2 for the SSL row) is estimated at 2-4 hours; it has not been run.
+He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epochs 164
+--ssl-epochs 164 --finetune-epochs 20 follows it.
 """
 
 import argparse
