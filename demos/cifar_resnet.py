@@ -3,7 +3,7 @@ depth-wise sparsity experiment (Wen et al. 2016, section 4.3, Figure 6).
 
     python -m demos.cifar_resnet                   # ResNet-20 baseline + one SSL-ResNet row
     python -m demos.cifar_resnet --depth 32        # ResNet-32
-    python -m demos.cifar_resnet --quick           # a 5,000-image subset, one epoch per phase
+    python -m demos.cifar_resnet --quick           # a 4,000-image subset, one epoch per phase
     python -m demos.cifar_resnet --synthetic 1000  # random images: a smoke test, no data needed
     python -m demos.cifar_resnet --help
 
@@ -17,10 +17,11 @@ the network is compacted: a zero branch leaves relu(shortcut(x)), so its block b
 batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the error of
 ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
 
-Measured on 2 shared cores (docs/results.md): --quick took 318 s on the real CIFAR-10 (its
-epochs of 5,000 images about 60 s each). A ResNet-20 epoch of 50,000 images took 5-6 minutes
-in an earlier measurement and would take about 10 at --quick's pace, so the default run (10
-baseline epochs, then 10 + 2 for the SSL row) is estimated at 2-4 hours; it has not been run.
+Measured on 2 shared cores (docs/results.md): --quick took 200 s on the real CIFAR-10 (its
+epochs of 4,000 images 36-37 s each after the first). A ResNet-20 epoch of 50,000 images took
+5-6 minutes in an earlier measurement and would take about 8 at --quick's pace, so the default
+run (10 baseline epochs, then 10 + 2 for the SSL row) is estimated at 2-3 hours; it has not
+been run.
 He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epochs 164
 --ssl-epochs 164 --finetune-epochs 20 follows it.
 """
@@ -44,7 +45,7 @@ PAPER_POINTS = [
 INPUT_SHAPE = (3, 32, 32)
 EPOCHS = {"epochs": 10, "ssl_epochs": 10, "finetune_epochs": 2}
 QUICK_EPOCHS = {"epochs": 1, "ssl_epochs": 1, "finetune_epochs": 1}
-QUICK_TRAIN, QUICK_TEST = 5000, 1000
+QUICK_TRAIN, QUICK_TEST = 4000, 1000  # 5,000 took 318 s, over --quick's 5 minutes
 DEFAULT_DEPTH_LAMBDA = 0.02
 
 
