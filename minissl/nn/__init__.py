@@ -12,7 +12,8 @@ from minissl.nn.module import Channelwise, Module, Parameter, StateDictError
 from minissl.nn.protocol import CompactionError, Role
 
 __all__ = [
-    "Module", "Parameter", "StateDictError", "Channelwise", "Role", "CompactionError", "Linear", "ReLU", "Flatten", "Sequential",
+    "Module", "Parameter", "StateDictError", "Channelwise", "Role", "CompactionError",
+    "Linear", "ReLU", "Flatten", "Sequential",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Dropout",
     "BasicBlock", "GatheredConv2d", "Take",
 ]

@@ -62,9 +62,7 @@ class BasicBlock(Module):
     role = Role.BLOCK
 
     def sample_shape(self, shape):
-        for module in self.branch:
-            shape = module.sample_shape(shape)
-        return shape
+        return self.branch.sample_shape(shape)  # the shortcut gives the same shape
 
     def input_mismatch(self, shape):
         return self.branch.input_mismatch(shape)
