@@ -191,10 +191,18 @@ def test_numba_gathered_im2col_and_col2im_equal_reference(case, seed):
     np.testing.assert_array_equal(got, kernels.im2col(contiguous, kernel_h, kernel_w, stride,
                                                       padding)[rows])
     cols = np.random.default_rng(seed).standard_normal(expected.shape).astype(x.dtype)
+    folded = reference.gathered_col2im(cols, rows, *geometry, np.empty(x.shape, x.dtype))
     np.testing.assert_allclose(
         numba_cpu.gathered_col2im(cols, rows, *geometry, np.full(x.shape, np.nan, x.dtype)),
-        reference.gathered_col2im(cols, rows, *geometry, np.empty(x.shape, x.dtype)),
-        rtol=1e-6, atol=1e-6)
+        folded, rtol=1e-6, atol=1e-6)
+    # the serial twins (worker threads, minissl.workers) run the same loop bodies
+    np.testing.assert_array_equal(numba_cpu.gathered_im2col_serial(
+        contiguous, rows, *geometry, np.full(shape, np.nan, x.dtype)), expected)
+    np.testing.assert_allclose(numba_cpu.gathered_col2im_serial(
+        cols, rows, *geometry, np.full(x.shape, np.nan, x.dtype)), folded, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(
+        kernels.im2col(contiguous, kernel_h, kernel_w, stride, padding, serial=True)[rows],
+        expected)
 
 
 def test_gathered_rows_are_validated():

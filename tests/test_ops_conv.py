@@ -81,3 +81,65 @@ def test_take_gradients_and_errors(rng):
         ops.take(Tensor(np.ones((2, 4))), [1, 1])
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         ops.take(Tensor(np.ones((2, 4))), [4])
+
+
+@pytest.mark.parametrize("stride, padding, gathered", [(1, 2, False), (2, 1, False), (1, 1, True)])
+def test_chunks_side_by_side_equal_one_at_a_time_and_the_reference(monkeypatch, stride, padding,
+                                                                   gathered, rng):
+    """Forward and backward over many image chunks (a tiny chunk budget): on the worker
+    threads (minissl.workers), one chunk at a time, and on the reference kernels."""
+    import minissl
+    from minissl import workers
+    from minissl.ops import conv
+
+    monkeypatch.setattr(conv, "COLS_CHUNK_ELEMENTS", 600)  # 1-2 images per chunk
+    x = rng.standard_normal((9, 3, 7, 8)).astype(np.float32)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    grad_out = None
+    rows = np.array([0, 2, 3, 7, 8, 13, 20, 26]) if gathered else None
+
+    def run(backend, side_by_side):
+        nonlocal grad_out
+        monkeypatch.setattr(conv, "_side_by_side", lambda xp: side_by_side)
+        previous = minissl.get_backend()
+        minissl.set_backend(backend)
+        try:
+            tensors = [Tensor(x.copy(), requires_grad=True), Tensor(bias, requires_grad=True)]
+            if gathered:
+                tensors.insert(1, Tensor(weight.reshape(4, -1)[:, rows], requires_grad=True))
+                out = ops.conv2d_gathered(tensors[0], tensors[1], rows, (3, 3), tensors[2],
+                                          stride, padding)
+            else:
+                tensors.insert(1, Tensor(weight, requires_grad=True))
+                out = ops.conv2d(tensors[0], tensors[1], tensors[2], stride, padding)
+            if grad_out is None:
+                grad_out = rng.standard_normal(out.shape).astype(np.float32)
+            out.backward(grad_out)
+            return [out.data] + [tensor.grad for tensor in tensors]
+        finally:
+            minissl.set_backend(previous)
+
+    if workers.chunk_workers() is None:
+        pytest.skip("this NumPy's BLAS cannot limit threads per caller: no worker threads")
+    chunks = conv._image_chunks(9, 8 if gathered else 27, 64, np)
+    assert len(chunks) >= 4
+    side_by_side = run("numba", True)
+    for other in (run("numba", False), run("numpy", False)):
+        for got, expected in zip(side_by_side, other):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_side_by_side_chunks_make_a_multiple_of_the_workers():
+    from minissl import workers
+    from minissl.ops import conv
+
+    team = workers.worker_count()
+    for batch, rows, pixels in [(128, 800, 256), (128, 75, 1024), (7, 800, 256), (1, 800, 256)]:
+        chunks = conv._image_chunks(batch, rows, pixels, np)
+        assert chunks[0][0] == 0 and chunks[-1][1] == batch
+        assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+        sizes = [stop - start for start, stop in chunks]
+        assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+        if batch >= team:
+            assert len(chunks) % team == 0

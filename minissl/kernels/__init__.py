@@ -92,7 +92,7 @@ def _check_out(name, out, shape, dtype):
         raise ValueError(f"{name} must be C-contiguous")
 
 
-def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
+def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None, serial=False):
     """Unfold image patches into the columns of a matrix for convolution as a GEMM.
 
     Shapes: x (B, C, H, W) -> (C*KH*KW, B*OH*OW); row (c, kh, kw), column (b, oh, ow).
@@ -100,7 +100,8 @@ def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
     the gathered im2col of a shape-compacted convolution. `out`, when given, is a
     C-contiguous array of that shape and x's dtype that is overwritten and returned (the
     convolution reuses one buffer instead of allocating and page-faulting a new one).
-    Raises ValueError/TypeError for a wrong rank, dtype, rows, out, or a kernel larger than
+    serial=True runs on the calling thread alone, without the GIL (for worker threads that
+    each unfold their own chunk of images, minissl.workers). Raises ValueError/TypeError for a wrong rank, dtype, rows, out, or a kernel larger than
     the input.
     """
     _check_float("im2col input", x, 4)
@@ -117,17 +118,22 @@ def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
     else:
         _check_out("im2col out", out, shape, x.dtype)
     geometry = (kernel_h, kernel_w, stride, padding, out_h, out_w)
+    if serial:
+        rows = np.arange(shape[0]) if rows is None else rows
+        return _variant(x).gathered_im2col_serial(x, xp.asarray(rows), *geometry, out)
     if rows is None:
         return _variant(x).im2col(x, *geometry, out)
     return _variant(x).gathered_im2col(x, xp.asarray(rows), *geometry, out)
 
 
-def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None):
+def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None,
+           serial=False):
     """Fold patch columns back into an image, summing overlaps (the adjoint of im2col).
 
     Shapes: cols (C*KH*KW, B*OH*OW) -> (B, C, H, W) with (B, C, H, W) = x_shape; with
     `rows`, cols is (R, B*OH*OW) and holds only those rows (the adjoint of the gathered
     im2col). `out`, when given, is a C-contiguous array of x_shape that is overwritten.
+    serial=True runs on the calling thread alone, as in im2col.
     """
     _check_float("col2im input", cols, 2)
     batch, channels, height, width = (int(size) for size in x_shape)
@@ -147,6 +153,9 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
     else:
         _check_out("col2im out", out, (batch, channels, height, width), cols.dtype)
     geometry = (kernel_h, kernel_w, stride, padding, out_h, out_w)
+    if serial:
+        rows = np.arange(count) if rows is None else rows
+        return _variant(cols).gathered_col2im_serial(cols, xp.asarray(rows), *geometry, out)
     if rows is None:
         return _variant(cols).col2im(cols, *geometry, out)
     return _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry, out)

@@ -74,6 +74,41 @@ def _shifted_plane_copy(flat_x, plane, out, block, shift, pixels, out_w, first, 
         out[block + U(t)] = 0
 
 
+@njit(cache=True)
+def _unfold_row(flat_x, row, shape, kernel_h, kernel_w, stride, padding, out_h, out_w, out):
+    """Patch row `row` = (c, kh, kw) of every image into `out` (B*OH*OW,): channel c of each
+    image, shifted by (kh, kw), zero where the window lies over the padding. The body of
+    gathered_im2col; `shape` is x's (B, C, H, W) and flat_x the image flattened."""
+    batch, channels, height, width = shape
+    pixels = out_h * out_w
+    same_size = stride == 1 and out_h == height and out_w == width
+    c, kh, kw = row // (kernel_h * kernel_w), row // kernel_w % kernel_h, row % kernel_w
+    first, last = _inside_range(kw - padding, stride, width, out_w)
+    row_first, row_last = _inside_range(kh - padding, stride, height, out_h)
+    for b in range(batch):
+        block = U(b * pixels)
+        plane = U((b * channels + c) * height * width)
+        if same_size:
+            _shifted_plane_copy(flat_x, plane, out, block, (kh - padding) * width + kw
+                                - padding, pixels, out_w, first, last, row_first, row_last)
+            continue
+        for oh in range(out_h):
+            start = block + U(oh * out_w)
+            ih = oh * stride - padding + kh
+            if oh < row_first or oh >= row_last:
+                first_inside, last_inside = out_w, out_w  # the whole run is padding
+            else:
+                first_inside, last_inside = first, last
+            for ow in range(first_inside):
+                out[start + U(ow)] = 0
+            for ow in range(last_inside, out_w):
+                out[start + U(ow)] = 0
+            # flat index of x[b, c, ih, ow * stride - padding + kw], minus ow * stride
+            source = ((b * channels + c) * height + ih) * width + kw - padding
+            for ow in range(first_inside, last_inside):
+                out[start + U(ow)] = flat_x[U(source + ow * stride)]
+
+
 @njit(parallel=True, cache=True)
 def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     """Unfold only the patch rows listed in `rows` into `cols` (see reference.gathered_im2col).
@@ -84,40 +119,23 @@ def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, 
     is one shifted copy (`_shifted_plane_copy`: im2col of a 16-channel CIFAR layer, both
     passes, 27.5 -> 14.5 ms in docs/results.md, "What changed");
     otherwise it is written in runs along ow. Offsets are unsigned (`U`): Numba then skips
-    its negative-index check.
+    its negative-index check. One thread per patch row.
     """
-    batch, channels, height, width = x.shape
     flat_x = x.reshape(-1)
-    pixels = out_h * out_w
-    same_size = stride == 1 and out_h == height and out_w == width
     for index in prange(rows.shape[0]):
-        row = rows[index]
-        c, kh, kw = row // (kernel_h * kernel_w), row // kernel_w % kernel_h, row % kernel_w
-        first, last = _inside_range(kw - padding, stride, width, out_w)
-        row_first, row_last = _inside_range(kh - padding, stride, height, out_h)
-        out = cols[index]
-        for b in range(batch):
-            block = U(b * pixels)
-            plane = U((b * channels + c) * height * width)
-            if same_size:
-                _shifted_plane_copy(flat_x, plane, out, block, (kh - padding) * width + kw
-                                    - padding, pixels, out_w, first, last, row_first, row_last)
-                continue
-            for oh in range(out_h):
-                start = block + U(oh * out_w)
-                ih = oh * stride - padding + kh
-                if oh < row_first or oh >= row_last:
-                    first_inside, last_inside = out_w, out_w  # the whole run is padding
-                else:
-                    first_inside, last_inside = first, last
-                for ow in range(first_inside):
-                    out[start + U(ow)] = 0
-                for ow in range(last_inside, out_w):
-                    out[start + U(ow)] = 0
-                # flat index of x[b, c, ih, ow * stride - padding + kw], minus ow * stride
-                source = ((b * channels + c) * height + ih) * width + kw - padding
-                for ow in range(first_inside, last_inside):
-                    out[start + U(ow)] = flat_x[U(source + ow * stride)]
+        _unfold_row(flat_x, rows[index], x.shape, kernel_h, kernel_w, stride, padding, out_h,
+                    out_w, cols[index])
+    return cols
+
+
+@njit(nogil=True, cache=True)
+def gathered_im2col_serial(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
+    """gathered_im2col on the calling thread alone, without holding the GIL: for worker
+    threads that each unfold their own chunk of images (minissl.workers)."""
+    flat_x = x.reshape(-1)
+    for index in range(rows.shape[0]):
+        _unfold_row(flat_x, rows[index], x.shape, kernel_h, kernel_w, stride, padding, out_h,
+                    out_w, cols[index])
     return cols
 
 
@@ -131,6 +149,39 @@ def im2col(x, kernel_h, kernel_w, stride, padding, out_h, out_w, cols):
     return gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, cols)
 
 
+@njit(cache=True)
+def _fold_plane(cols, rows, plane, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
+    """Image plane `plane` = b * C + c of x: zeroed, then the sum of its patch rows in cols
+    (those of channel c: a contiguous run of the increasing `rows`). The body of
+    gathered_col2im; only this plane is written."""
+    batch, channels, height, width = x.shape
+    taps = kernel_h * kernel_w
+    flat_x = x.reshape(-1)
+    b, c = plane // channels, plane % channels
+    base = plane * height * width
+    for pixel in range(height * width):
+        flat_x[U(base + pixel)] = 0
+    first_row = np.searchsorted(rows, c * taps)
+    last_row = np.searchsorted(rows, (c + 1) * taps)
+    for index in range(first_row, last_row):
+        row = rows[index]
+        kh, kw = row // kernel_w % kernel_h, row % kernel_w
+        first, last = _inside_range(kw - padding, stride, width, out_w)
+        patch_row = cols[index]
+        for oh in range(out_h):
+            ih = oh * stride - padding + kh
+            if ih < 0 or ih >= height:
+                continue
+            start = U((b * out_h + oh) * out_w)
+            target = base + ih * width + kw - padding
+            if stride == 1:  # a contiguous run: its own loop, so that LLVM vectorizes it
+                for ow in range(first, last):
+                    flat_x[U(target + ow)] += patch_row[start + U(ow)]
+            else:
+                for ow in range(first, last):
+                    flat_x[U(target + ow * stride)] += patch_row[start + U(ow)]
+
+
 @njit(parallel=True, cache=True)
 def gathered_col2im(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
     """Fold the listed patch rows back into the image `x`, summing overlaps (see reference).
@@ -139,33 +190,17 @@ def gathered_col2im(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_
     and returned. One thread per (image, channel) plane: only the rows of channel c (a
     contiguous run of the increasing `rows`) write into it, so no two threads share a pixel.
     """
-    batch, channels, height, width = x.shape
-    taps = kernel_h * kernel_w
-    flat_x = x.reshape(-1)
-    for plane in prange(batch * channels):
-        b, c = plane // channels, plane % channels
-        base = plane * height * width
-        for pixel in range(height * width):
-            flat_x[U(base + pixel)] = 0
-        first_row = np.searchsorted(rows, c * taps)
-        last_row = np.searchsorted(rows, (c + 1) * taps)
-        for index in range(first_row, last_row):
-            row = rows[index]
-            kh, kw = row // kernel_w % kernel_h, row % kernel_w
-            first, last = _inside_range(kw - padding, stride, width, out_w)
-            patch_row = cols[index]
-            for oh in range(out_h):
-                ih = oh * stride - padding + kh
-                if ih < 0 or ih >= height:
-                    continue
-                start = U((b * out_h + oh) * out_w)
-                target = base + ih * width + kw - padding
-                if stride == 1:  # a contiguous run: its own loop, so that LLVM vectorizes it
-                    for ow in range(first, last):
-                        flat_x[U(target + ow)] += patch_row[start + U(ow)]
-                else:
-                    for ow in range(first, last):
-                        flat_x[U(target + ow * stride)] += patch_row[start + U(ow)]
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _fold_plane(cols, rows, plane, kernel_h, kernel_w, stride, padding, out_h, out_w, x)
+    return x
+
+
+@njit(nogil=True, cache=True)
+def gathered_col2im_serial(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
+    """gathered_col2im on the calling thread alone, without holding the GIL (see
+    gathered_im2col_serial)."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _fold_plane(cols, rows, plane, kernel_h, kernel_w, stride, padding, out_h, out_w, x)
     return x
 
 

@@ -85,6 +85,12 @@ def gathered_col2im(cols, rows, kernel_h, kernel_w, stride, padding, out_h, out_
     return col2im(full, kernel_h, kernel_w, stride, padding, out_h, out_w, x)
 
 
+# The Numba variants have serial twins for worker threads that each take a chunk of images
+# (minissl.workers); here one loop nest serves both.
+gathered_im2col_serial = gathered_im2col
+gathered_col2im_serial = gathered_col2im
+
+
 def _padded_for_pool(x, kernel, stride, out_h, out_w, fill):
     """Pad x on the bottom/right with `fill` so that every window fits (ceil mode)."""
     xp = xp_of(x)

@@ -27,41 +27,56 @@ Reference: Chellapilla et al., "High performance convolutional neural networks f
 processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caffe, 2014.
 """
 
+import threading
+
 import numpy as np
 
-from minissl import kernels
+from minissl import kernels, workers
 from minissl.autograd import Function, is_grad_enabled
 from minissl.backend import get_backend, xp_of
 from minissl.ops.shape import reshape
 from minissl.tensor import Tensor
 
-COLS_CHUNK_ELEMENTS = 2 ** 21      # NumPy: patch chunks of 8 MB (float32) stay in cache
+COLS_CHUNK_ELEMENTS = 2 ** 20      # NumPy: patch chunks of 4 MB (float32) stay in cache
 GPU_COLS_CHUNK_ELEMENTS = 2 ** 26  # CuPy: one chunk per batch on CIFAR shapes (few, big GEMMs)
 
-_SCRATCH = {}  # (name, array module, dtype) -> flat buffer, grown as needed
+_SCRATCH = threading.local()  # .buffers: (name, array module, dtype) -> flat buffer
 
 
 def _scratch(name, shape, dtype, xp):
-    """A C-contiguous array of `shape` carved from the reusable buffer called `name`.
+    """A C-contiguous array of `shape` carved from this thread's reusable buffer `name`.
 
-    Its contents are whatever the last user left. Each name has one buffer per array module
-    and dtype, so two buffers in use at the same time need two names. minissl runs one op at
-    a time per process; these buffers are not for concurrent use from several threads.
+    Its contents are whatever the last user left. Each name has one buffer per thread, array
+    module and dtype, so two buffers in use at the same time need two names, and chunks
+    running side by side on worker threads (minissl.workers) each have their own.
     """
     size = int(np.prod(shape))
     key = (name, xp.__name__, np.dtype(dtype).str)
-    buffer = _SCRATCH.get(key)
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(key)
     if buffer is None or buffer.size < size:
-        buffer = _SCRATCH[key] = xp.empty(size, dtype=dtype)
+        buffer = buffers[key] = xp.empty(size, dtype=dtype)
     return buffer[:size].reshape(shape)
+
+
+def _side_by_side(xp):
+    """Whether this convolution's chunks may run on the worker threads (minissl.workers):
+    on the Numba backend with NumPy arrays."""
+    return xp is np and get_backend() == "numba"
 
 
 def _image_chunks(batch, rows, pixels, xp):
     """[(start, stop), ...] covering the batch, each chunk's patches within the budget of
-    the array module `xp` (a GPU has memory to spare and wants large GEMMs)."""
+    the array module `xp` (a GPU has memory to spare and wants large GEMMs), their sizes
+    within one image of each other. With chunks side by side, their count is a multiple of
+    the workers' so that none waits alone at the end."""
     budget = COLS_CHUNK_ELEMENTS if xp is np else GPU_COLS_CHUNK_ELEMENTS
-    per_chunk = max(1, budget // (rows * pixels))
-    return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
+    count = -(-batch * rows * pixels // budget)
+    if _side_by_side(xp):
+        team = workers.worker_count()
+        count = -(-count // team) * team
+    count = min(batch, max(1, count))
+    return [(batch * index // count, batch * (index + 1) // count) for index in range(count)]
 
 
 class Conv2d(Function):
@@ -79,9 +94,10 @@ class Conv2d(Function):
         geometry = (kernel_h, kernel_w, stride, padding)
         chunks = _image_chunks(batch, depth, pixels, xp)
         out = xp.empty((batch, c_out, pixels), dtype=x.dtype)
-        for start, stop in chunks:
+
+        def forward_chunk(start, stop, serial):
             images = stop - start
-            cols = kernels.im2col(x[start:stop], *geometry, rows=rows,
+            cols = kernels.im2col(x[start:stop], *geometry, rows=rows, serial=serial,
                                   out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
             product = _scratch("product", (c_out, images * pixels), x.dtype, xp)
             xp.matmul(weight2, cols, out=product)  # (C_out, b*OH*OW)
@@ -92,6 +108,8 @@ class Conv2d(Function):
                 xp.add(product, bias[0][:, None], out=out[start:stop])
             else:
                 out[start:stop] = product
+
+        workers.run_chunks(forward_chunk, chunks, _side_by_side(xp))
         ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
         return out.reshape(batch, c_out, out_h, out_w)
 
@@ -103,8 +121,9 @@ class Conv2d(Function):
         weight2, x, geometry, rows = ctx.weight2, ctx.x, ctx.geometry, ctx.rows
         depth = weight2.shape[1]
         grad_x = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
-        grad_weight2 = xp.zeros(weight2.shape, dtype=weight2.dtype) if needs[1] else None
-        for start, stop in ctx.chunks:
+
+        def backward_chunk(start, stop, serial):
+            """Fills grad_x[start:stop]; returns this chunk's share of grad_W2 (or None)."""
             images = stop - start
             # (b, C_out, OH, OW) -> (C_out, b, OH*OW) -> (C_out, b*OH*OW)
             grad2 = _scratch("grad", (c_out, images * pixels), x.dtype, xp)
@@ -114,11 +133,19 @@ class Conv2d(Function):
                 grad_cols = _scratch("grad_cols", (depth, images * pixels), x.dtype, xp)
                 xp.matmul(weight2.T, grad2, out=grad_cols)  # (R, b*OH*OW)
                 kernels.col2im(grad_cols, (images, *x.shape[1:]), *geometry, rows=rows,
-                               out=grad_x[start:stop])
-            if needs[1]:
-                cols = kernels.im2col(x[start:stop], *geometry, rows=rows,
-                                      out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
-                grad_weight2 += grad2 @ cols.T  # (C_out, R)
+                               out=grad_x[start:stop], serial=serial)
+            if not needs[1]:
+                return None
+            cols = kernels.im2col(x[start:stop], *geometry, rows=rows, serial=serial,
+                                  out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
+            return grad2 @ cols.T  # (C_out, R)
+
+        shares = workers.run_chunks(backward_chunk, ctx.chunks, _side_by_side(xp))
+        grad_weight2 = None
+        if needs[1]:
+            grad_weight2 = shares[0]
+            for share in shares[1:]:  # in chunk order: the same sum whichever worker ran what
+                grad_weight2 += share
         grad_bias = None
         if len(needs) > 2 and needs[2]:
             grad_bias = grad_out.sum(axis=(0, 2, 3))  # (C_out,)
