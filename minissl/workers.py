@@ -29,7 +29,7 @@ import numpy as np
 _LOCAL_THREADS_SYMBOLS = ("openblas_set_num_threads_local",
                           "scipy_openblas_set_num_threads_local64_")
 
-_pool = {"checked": False, "executor": None, "threads": 1}
+_pool = {"checked": False, "executor": None, "threads": 1, "enabled": True}
 _lock = threading.Lock()
 
 
@@ -67,9 +67,17 @@ def chunk_workers():
         return _pool["executor"]
 
 
+def set_chunk_workers(enabled):
+    """Turn chunks side by side on (the default where possible) or off: off, every chunk runs
+    one at a time on this thread (`python -m benchmarks.conv_chunks` compares the two; a
+    program that runs minissl from several threads of its own may want it off)."""
+    _pool["enabled"] = bool(enabled)
+
+
 def worker_count():
     """How many chunks run at once: the workers' count, or 1 without workers."""
-    chunk_workers()
+    if not _pool["enabled"] or chunk_workers() is None:
+        return 1
     return _pool["threads"]
 
 
@@ -80,7 +88,8 @@ def run_chunks(work, chunks, side_by_side):
     serial=True; otherwise one after another on this thread with serial=False (each kernel
     then uses every core itself). An exception in a chunk is raised here.
     """
-    executor = chunk_workers() if side_by_side and len(chunks) > 1 else None
+    side_by_side = side_by_side and _pool["enabled"] and len(chunks) > 1
+    executor = chunk_workers() if side_by_side else None
     if executor is None:
         return [work(start, stop, False) for start, stop in chunks]
     futures = [executor.submit(work, start, stop, True) for start, stop in chunks]

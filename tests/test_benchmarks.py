@@ -5,17 +5,30 @@ import json
 import pytest
 
 from minissl.compact import compact
-from benchmarks import (conv_tiles, gpu_epoch, input_pipeline, kernels, memory_reuse,
+from benchmarks import (conv_chunks, conv_tiles, gpu_epoch, input_pipeline, kernels, memory_reuse,
                         profile_step, speedup, threads, train_throughput)
 
 
 @pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput, profile_step,
-                                    input_pipeline, memory_reuse, gpu_epoch, conv_tiles])
+                                    input_pipeline, memory_reuse, gpu_epoch, conv_tiles,
+                                    conv_chunks])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
     assert "--json" in capsys.readouterr().out
+
+
+def test_conv_chunks_times_both_settings_and_restores_the_workers(tmp_path, capsys):
+    from minissl import workers
+
+    path = tmp_path / "chunks.json"
+    conv_chunks.main(["--models", "convnet", "--batch", "4", "--rounds", "2", "--steps", "1",
+                      "--json", str(path)])
+    row = json.loads(path.read_text())["rows"][0]
+    assert all(len(times) == 2 and min(times) > 0 for times in row["ms_per_round"].values())
+    assert row["ratio"] > 0 and "side by side" in capsys.readouterr().out
+    assert workers._pool["enabled"]
 
 
 def test_conv_tiles_times_every_shape_and_says_what_the_cost_model_picks(tmp_path, capsys):
