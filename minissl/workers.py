@@ -19,6 +19,7 @@ OpenBLAS older than 0.3.27), or only one thread is allowed (NUMBA_NUM_THREADS=1)
 """
 
 import ctypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,18 @@ _LOCAL_THREADS_SYMBOLS = ("openblas_set_num_threads_local",
 
 _pool = {"checked": False, "executor": None, "threads": 1, "enabled": True}
 _lock = threading.Lock()
+
+
+def _forget_pool_after_fork():
+    """A forked child has none of its parent's threads: it starts its own pool if needed
+    (the parent's executor would wait forever on workers that do not exist there)."""
+    global _lock
+    _lock = threading.Lock()
+    _pool.update(checked=False, executor=None, threads=1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _openblas_local_threads():

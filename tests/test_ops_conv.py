@@ -143,3 +143,25 @@ def test_side_by_side_chunks_make_a_multiple_of_the_workers():
         assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
         if batch >= team:
             assert len(chunks) % team == 0
+
+
+def test_a_forked_child_runs_chunks_side_by_side_on_its_own_workers(rng):
+    """The parent's worker threads do not exist in a fork; the child must not wait on them."""
+    import multiprocessing
+
+    from minissl import workers
+    from minissl.ops import conv
+
+    if workers.chunk_workers() is None:
+        pytest.skip("no worker threads with this NumPy's BLAS")
+    workers.run_chunks(lambda start, stop, serial: start, [(0, 1), (1, 2)], True)  # pool up
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        starts = pool.apply_async(workers.run_chunks, (_chunk_start, [(0, 1), (1, 2), (2, 3)],
+                                                       True)).get(timeout=60)
+    assert starts == [0, 1, 2]
+    assert conv.COLS_CHUNK_ELEMENTS > 0
+
+
+def _chunk_start(start, stop, serial):
+    return start
