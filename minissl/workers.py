@@ -106,4 +106,9 @@ def run_chunks(work, chunks, side_by_side):
     if executor is None:
         return [work(start, stop, False) for start, stop in chunks]
     futures = [executor.submit(work, start, stop, True) for start, stop in chunks]
-    return [future.result() for future in futures]
+    try:
+        return [future.result() for future in futures]
+    except BaseException:  # an error in a chunk, or Ctrl-C: drop the chunks not yet started
+        for future in futures:
+            future.cancel()
+        raise

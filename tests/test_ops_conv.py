@@ -165,3 +165,22 @@ def test_a_forked_child_runs_chunks_side_by_side_on_its_own_workers(rng):
 
 def _chunk_start(start, stop, serial):
     return start
+
+
+def test_an_error_in_a_chunk_reaches_the_caller_and_drops_the_rest():
+    from minissl import workers
+
+    if workers.chunk_workers() is None:
+        pytest.skip("no worker threads with this NumPy's BLAS")
+    ran = []
+
+    def work(start, stop, serial):
+        ran.append(start)
+        if start == 0:
+            raise ValueError("chunk 0 failed")
+        return start
+
+    with pytest.raises(ValueError, match="chunk 0 failed"):
+        workers.run_chunks(work, [(index, index + 1) for index in range(50)], True)
+    assert workers.run_chunks(lambda start, stop, serial: serial, [(0, 1), (1, 2)], True) == [
+        True, True]
