@@ -167,7 +167,7 @@ def _chunk_start(start, stop, serial):
     return start
 
 
-def test_an_error_in_a_chunk_reaches_the_caller_and_drops_the_rest():
+def test_an_error_in_a_chunk_reaches_the_caller_and_the_workers_go_on():
     from minissl import workers
 
     if workers.chunk_workers() is None:
