@@ -52,8 +52,9 @@ def _openblas_local_threads():
     dlsym on NumPy's extension module also searches the libraries it links to, which is
     where the BLAS NumPy calls lives.
     """
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 / NumPy 1
     try:
-        library = ctypes.CDLL(np._core._multiarray_umath.__file__)
+        library = ctypes.CDLL(core._multiarray_umath.__file__)
     except (OSError, AttributeError):
         return None
     for name in _LOCAL_THREADS_SYMBOLS:
