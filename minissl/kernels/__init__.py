@@ -101,8 +101,8 @@ def im2col(x, kernel_h, kernel_w, stride=1, padding=0, rows=None, out=None, seri
     C-contiguous array of that shape and x's dtype that is overwritten and returned (the
     convolution reuses one buffer instead of allocating and page-faulting a new one).
     serial=True runs on the calling thread alone, without the GIL (for worker threads that
-    each unfold their own chunk of images, minissl.workers). Raises ValueError/TypeError for a wrong rank, dtype, rows, out, or a kernel larger than
-    the input.
+    each unfold their own chunk of images, minissl.workers). Raises ValueError/TypeError
+    for a wrong rank, dtype, rows, out, or a kernel larger than the input.
     """
     _check_float("im2col input", x, 4)
     out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
