@@ -98,10 +98,22 @@ def layers_per_stage(model):
     return stages
 
 
+def branch_norms(model):
+    """The L2 norm of every residual branch's parameters (its DEPTH group), in forward order."""
+    return [float(np.sqrt(sum(float((to_numpy(parameter.data).astype(np.float64) ** 2).sum())
+                              for parameter in block.branch.parameters())))
+            for _, block in blocks_of(model)]
+
+
 def describe_depth(model):
-    """History fields and epoch-line text for an SSL phase."""
-    stages = layers_per_stage(model)
-    return {"layers_per_stage": stages}, f"  layers per stage {'-'.join(map(str, stages))}"
+    """History fields and epoch-line text for an SSL phase: the layers left per stage and
+    each stage's smallest branch norm (how close the next branch is to being removed)."""
+    stages, norms = layers_per_stage(model), branch_norms(model)
+    per_stage = len(norms) // 3
+    smallest = [min(norms[stage * per_stage:(stage + 1) * per_stage]) for stage in range(3)]
+    return ({"layers_per_stage": stages, "branch_norms": norms},
+            f"  layers per stage {'-'.join(map(str, stages))}  smallest branch norm per stage "
+            + "/".join(f"{norm:.3g}" for norm in smallest))
 
 
 def result_row(name, model, split, rules=(), cut=None):

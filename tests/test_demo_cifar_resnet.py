@@ -20,7 +20,7 @@ def test_synthetic_run_removes_branches_compacts_and_writes_results(tmp_path, ca
                        "--no-baseline"])
     printed = capsys.readouterr().out
     assert "same predictions on all 24 test images" in printed
-    assert "paper SSL-ResNet-14" in printed
+    assert "paper SSL-ResNet-14" in printed and "smallest branch norm per stage" in printed
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
     assert row["name"] == "SSL-ResNet-14" and row["layers_per_stage"] == [0, 6, 6]
@@ -29,6 +29,20 @@ def test_synthetic_run_removes_branches_compacts_and_writes_results(tmp_path, ca
     assert all(rule["kind"] == "depth" and rule["layer"].endswith(".branch")
                for rule in row["rules"]) and len(row["rules"]) == 9
     assert (out / "depth.png").stat().st_size > 0 and not list(out.glob("*.part*"))
+
+
+def test_branch_norms_and_the_epoch_line_follow_the_branches():
+    from minissl import models
+
+    model = models.resnet_cifar(20, seed=0)
+    norms = cifar_resnet.branch_norms(model)
+    assert len(norms) == 9 and 9 < norms[0] < 11 and 18 < norms[-1] < 21  # stage 1 / stage 3
+    for parameter in dict(cifar_resnet.blocks_of(model))["4"].branch.parameters():
+        parameter.data[...] = 0
+    fields, text = cifar_resnet.describe_depth(model)
+    assert fields["layers_per_stage"] == [4, 6, 6] and fields["branch_norms"][1] == 0
+    assert text.endswith(f"smallest branch norm per stage 0/{min(norms[3:6]):.3g}/"
+                         f"{min(norms[6:]):.3g}")
 
 
 def test_help_states_the_measured_durations(capsys):
