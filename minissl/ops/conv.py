@@ -18,7 +18,7 @@ through a small layer, kernels.conv_algorithm) runs the per-image tile kernel in
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
 Built whole, it costs more in page faults and cache misses than the GEMM it feeds. So the
-batch is processed in chunks of images whose patches fit in about 8 MB (COLS_CHUNK_ELEMENTS),
+batch is processed in chunks of images whose patches fit in about 4 MB (COLS_CHUNK_ELEMENTS),
 the patches are rebuilt in backward instead of kept, and the patch, product and gradient
 matrices of a chunk live in scratch buffers that are reused from call to call (`_scratch`):
 a fresh array of that size would be page-faulted in again on every call. On the Numba backend
