@@ -23,6 +23,8 @@ from demos.harness import Diverged
 
 EVAL_BATCH = 1000
 TIMING_MIN_SECONDS = 0.2  # each speed measurement repeats for at least this long
+TIMING_REPEATS = 20       # ... and at least this often; with TIMING_MIN_SECONDS = 0 (a smoke
+SMOKE_REPEATS = 3         # test whose speedups mean nothing) only this often
 
 
 def run(main):
@@ -96,6 +98,12 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, da
     parser.add_argument("--force", action="store_true",
                         help="take over --out even when another run's lock is there (use when "
                              "that run is gone)")
+    parser.add_argument("--timing-seconds", type=float, default=TIMING_MIN_SECONDS,
+                        metavar="S",
+                        help=f"each speed measurement of the compacted model repeats for at "
+                             f"least S seconds and {TIMING_REPEATS} times (default "
+                             f"{TIMING_MIN_SECONDS}; 0: {SMOKE_REPEATS} repeats, for a smoke "
+                             f"test whose speedups mean nothing)")
 
 
 def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
@@ -172,11 +180,16 @@ def resumed_argv(argv, experiment):
 
 
 def start_run(args, experiment):
-    """What every demo does first, before any data is read: select --backend, check that
-    --out can be written and lock it for this run (one-line exit otherwise, so no training
-    is lost to a bad path or to a second run writing into the same folder).
+    """What every demo does first, before any data is read: take --timing-seconds, select
+    --backend, check that --out can be written and lock it for this run (one-line exit
+    otherwise, so no training is lost to a bad path or to a second run writing into the same
+    folder).
     Returns the run's harness.RunRecord: results.json, kept current after every epoch and row.
     """
+    global TIMING_MIN_SECONDS
+    if args.timing_seconds < 0:
+        raise SystemExit(f"error: --timing-seconds must be >= 0, got {args.timing_seconds}")
+    TIMING_MIN_SECONDS = args.timing_seconds  # read by compaction_report for this run
     use_backend(args.backend)
     check_writable(args.out)
     record = harness.start_record(args, experiment)
@@ -468,9 +481,10 @@ def compaction_report(model, inputs, labels, input_shape=None, batch=100):
         raise RuntimeError(f"the compacted model disagrees with the sparse one on "
                            f"{len(inputs) - agree} of {len(inputs)} images")
     x = Tensor(on_backend(inputs[:batch]))
+    repeats = TIMING_REPEATS if TIMING_MIN_SECONDS > 0 else SMOKE_REPEATS
     layers = [speed.summary() for speed in
-              timing.layer_speeds(model, plan, x, min_seconds=TIMING_MIN_SECONDS)]
-    whole = timing.network_speed(model, small, x, min_seconds=TIMING_MIN_SECONDS)
+              timing.layer_speeds(model, plan, x, repeats=repeats, min_seconds=TIMING_MIN_SECONDS)]
+    whole = timing.network_speed(model, small, x, repeats=repeats, min_seconds=TIMING_MIN_SECONDS)
     whole_flags = timing.speedup_flags(whole.median, (whole.q1, whole.q3),
                                        100.0 * plan.flops_after / plan.flops_before)
     for name, flags in [(f"layer {entry['layer']}", entry["flags"]) for entry in layers] + [

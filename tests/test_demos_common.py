@@ -41,7 +41,7 @@ def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "demos.cifar_convnet", "--synthetic", "2000",
-               "--out", str(out), "--epochs", "1", "--ssl-epochs", "50"]
+               "--out", str(out), "--epochs", "1", "--ssl-epochs", "50", "--timing-seconds", "0"]
     # a shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
     # in the child: give the demo the default disposition, as a terminal's Ctrl-C finds it
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -64,6 +64,15 @@ def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
     assert [row["name"] for row in results["rows"]] == ["baseline"]
     assert [epoch["phase"] for epoch in results["history"]][:2] == ["baseline", "SSL x1"]
     assert not (out / harness.LOCK_NAME).exists()  # the folder is free for the next run
+
+
+def test_a_negative_timing_budget_stops_a_demo_before_any_data_is_read(tmp_path, capsys):
+    from demos import cifar_convnet
+
+    with pytest.raises(SystemExit, match="--timing-seconds must be >= 0"):
+        cifar_convnet.main(["--synthetic", "200", "--out", str(tmp_path / "run"),
+                            "--timing-seconds", "-1"])
+    assert "data:" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("make_out", [
@@ -90,7 +99,7 @@ def test_redirected_output_has_one_line_per_epoch_and_no_progress_redraws(tmp_pa
     done = subprocess.run(
         [sys.executable, "-m", "demos.mnist_mlp", "--offline", "--out", str(tmp_path / "run"),
          "--no-baseline", "--epochs", "1", "--ssl-epochs", "2", "--finetune-epochs", "1",
-         "--lambda", "0.01", "0", "0"],
+         "--lambda", "0.01", "0", "0", "--timing-seconds", "0"],
         capture_output=True, text=True, timeout=300, env=env,
         cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr[-2000:]
