@@ -18,10 +18,9 @@ batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the e
 ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
 
 Measured on 2 shared cores (docs/results.md): --quick took 200 s on the real CIFAR-10 (its
-epochs of 4,000 images 36-37 s each after the first). A ResNet-20 epoch of 50,000 images took
-5-6 minutes in an earlier measurement and would take about 8 at --quick's pace, so the default
-run (10 baseline epochs, then 10 + 2 for the SSL row) is estimated at 2-3 hours; it has not
-been run.
+epochs of 4,000 images 36-37 s each after the first). SSL epochs of all 50,000 images took
+606-679 s each, so the default run (10 baseline epochs, then 10 + 2 for the SSL row) takes
+about 4 hours; its SSL row ran 5 of its 10 epochs so far.
 He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epochs 164
 --ssl-epochs 164 --finetune-epochs 20 follows it.
 """
@@ -91,16 +90,6 @@ def blocks_of(model):
             if isinstance(module, nn.BasicBlock)]
 
 
-def layers_per_stage(model):
-    """Convolutions left in each stage (2 per residual block whose branch is not all zero)."""
-    stages = [0, 0, 0]
-    per_stage = len(blocks_of(model)) // 3
-    for position, (_, block) in enumerate(blocks_of(model)):
-        alive = any(np.any(to_numpy(parameter.data)) for parameter in block.branch.parameters())
-        stages[position // per_stage] += 2 if alive else 0
-    return stages
-
-
 def branch_norms(model):
     """The L2 norm of every residual branch's parameters (its DEPTH group), in forward order."""
     return [float(np.sqrt(sum(float((to_numpy(parameter.data).astype(np.float64) ** 2).sum())
@@ -108,11 +97,20 @@ def branch_norms(model):
             for _, block in blocks_of(model)]
 
 
+def layers_per_stage(model, norms=None):
+    """Convolutions left in each stage: 2 per residual block whose branch is not all zero
+    (`norms`: branch_norms(model), when already computed)."""
+    norms = branch_norms(model) if norms is None else norms
+    per_stage = len(norms) // 3
+    return [2 * sum(norm > 0 for norm in norms[stage * per_stage:(stage + 1) * per_stage])
+            for stage in range(3)]
+
+
 def describe_depth(model):
     """History fields and epoch-line text for an SSL phase: the layers left per stage and
     each stage's smallest branch norm (how close the next branch is to being removed)."""
-    stages, norms = layers_per_stage(model), branch_norms(model)
-    per_stage = len(norms) // 3
+    norms = branch_norms(model)
+    stages, per_stage = layers_per_stage(model, norms), len(norms) // 3
     smallest = [min(norms[stage * per_stage:(stage + 1) * per_stage]) for stage in range(3)]
     return ({"layers_per_stage": stages, "branch_norms": norms},
             f"  layers per stage {'-'.join(map(str, stages))}  smallest branch norm per stage "
