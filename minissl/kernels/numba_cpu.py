@@ -215,38 +215,19 @@ def col2im(cols, kernel_h, kernel_w, stride, padding, out_h, out_w, x):
 
 
 @njit(cache=True)
-def _max_rows(plane, top, rows, kernel, stride, best):
-    """best (OW,) = the max over the `rows` x kernel windows whose top row is `top`, one
-    output row of max_pool2d, NaN winning. Window ow's column kw is plane[., ow*stride + kw]:
-    looping over ow innermost compares whole rows at once, with no branch to mispredict."""
-    out_w, width = best.shape[0], plane.shape[1]
-    for ow in range(out_w):
-        best[ow] = plane[top, ow * stride]
-    for kh in range(rows):
-        line = plane[top + kh]
-        for kw in range(kernel):
-            inside = min(out_w, (width - 1 - kw) // stride + 1)  # windows that reach column kw
-            for ow in range(inside):
-                value, old = line[ow * stride + kw], best[ow]
-                best[ow] = value if (value > old) | (value != value) else old
+def _column_phases(plane, stride, phases):
+    """phases (H, stride, span)[r, p, j] = plane[r, j*stride + p], -inf past the right edge.
 
-
-@njit(cache=True)
-def _first_max(plane, top, left, rows, cols, kernel, target):
-    """kh*kernel + kw of the window's first value equal to `target`, or of its last NaN
-    when `target` is NaN."""
-    if target != target:
-        code = 0
-        for kh in range(rows):
-            for kw in range(cols):
-                if plane[top + kh, left + kw] != plane[top + kh, left + kw]:
-                    code = kh * kernel + kw
-        return code
-    for kh in range(rows):
-        for kw in range(cols):
-            if plane[top + kh, left + kw] == target:
-                return kh * kernel + kw
-    return 0
+    Window column kw of output column ow is plane[., ow*stride + kw] = phases[., kw % stride,
+    ow + kw // stride]: split into phases, every window column is a contiguous run, so the
+    compare loops below run on whole vectors instead of strided gathers.
+    """
+    width, span = plane.shape[1], phases.shape[2]
+    for r in range(plane.shape[0]):
+        for p in range(stride):
+            for j in range(span):
+                column = j * stride + p
+                phases[r, p, j] = plane[r, column] if column < width else -np.inf
 
 
 @njit(parallel=True, cache=True)
@@ -254,27 +235,37 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
     """Max over each window, ties to the first, a NaN to the last NaN (see reference).
 
     Shapes: x (B, C, H, W) -> out (B, C, OH, OW), argmax (B, C, OH, OW) int32 (kh*K + kw).
-    One thread per image. Two passes per output row: the maxima, row-wise (`_max_rows`),
-    then for each window the position of its first maximum (its last NaN). One pass that
-    tracks the position while it compares mispredicts a branch at every new maximum; this
-    was 1.4x faster on the ConvNet's pool (docs/results.md, issue 9).
+    One thread per image. Each plane is first split into column phases (`_column_phases`);
+    then for each output row the window positions are visited in row-major order and a whole
+    row of running maxima and their positions is updated with selects, no branch. With
+    strided reads instead (one window at a time, or a second pass to find the position) the
+    ConvNet's pool took 34 ms instead of 9 (docs/results.md, issue 9). A position past the
+    right edge reads -inf, which never replaces a maximum (every window starts in the image).
     """
     batch, channels, height, width = x.shape
     out = np.empty((batch, channels, out_h, out_w), dtype=x.dtype)
     argmax = np.empty((batch, channels, out_h, out_w), dtype=np.int32)
+    span = out_w + (kernel - 1) // stride
     for b in prange(batch):
+        phases = np.empty((height, stride, span), dtype=x.dtype)
         for c in range(channels):
-            plane = x[b, c]
+            _column_phases(x[b, c], stride, phases)
             for oh in range(out_h):
                 top = oh * stride
-                rows = min(kernel, height - top)
-                best = out[b, c, oh]
-                _max_rows(plane, top, rows, kernel, stride, best)
-                for ow in range(out_w):
-                    left = ow * stride
-                    cols = min(kernel, width - left)
-                    argmax[b, c, oh, ow] = _first_max(plane, top, left, rows, cols, kernel,
-                                                      best[ow])
+                best, code = out[b, c, oh], argmax[b, c, oh]
+                best[:] = phases[top, 0, :out_w]  # position (0, 0)
+                code[:] = 0
+                for kh in range(min(kernel, height - top)):
+                    for kw in range(kernel):
+                        if kh == 0 and kw == 0:
+                            continue
+                        source, shift = phases[top + kh, kw % stride], kw // stride
+                        position = np.int32(kh * kernel + kw)
+                        for ow in range(out_w):
+                            value, old = source[ow + shift], best[ow]
+                            larger = (value > old) | (value != value)  # a NaN always wins
+                            best[ow] = value if larger else old
+                            code[ow] = position if larger else code[ow]
     return out, argmax
 
 
