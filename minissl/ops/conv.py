@@ -8,7 +8,7 @@ fibers (c, kh, kw), DESIGN.md "Weight views and groups"):
 
 Backward, with G = grad_out as (C_out, B*OH*OW):
 
-    grad_W2 = G @ cols.T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
+    grad_W2 = (cols @ G.T).T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
@@ -141,14 +141,17 @@ class Conv2d(Function):
                 return None
             cols = kernels.im2col(x[start:stop], *geometry, rows=rows, serial=serial,
                                   out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
-            return grad2 @ cols.T  # (C_out, R)
+            # grad_W2^T = cols @ G^T (R, C_out): the same product as G @ cols.T, which OpenBLAS
+            # runs 5-25% slower on these shapes (C_out of 16-64 rows, docs/results.md)
+            return cols @ grad2.T
 
         shares = workers.run_chunks(backward_chunk, ctx.chunks, _side_by_side(xp))
         grad_weight2 = None
         if needs[1]:
-            grad_weight2 = shares[0]
+            grad_weight2 = shares[0]  # (R, C_out)
             for share in shares[1:]:  # in chunk order: the same sum whichever worker ran what
                 grad_weight2 += share
+            grad_weight2 = xp.ascontiguousarray(grad_weight2.T)  # (C_out, R)
         grad_bias = None
         if len(needs) > 2 and needs[2]:
             grad_bias = grad_out.sum(axis=(0, 2, 3))  # (C_out,)
