@@ -19,6 +19,51 @@ def test_conv2d_without_bias_gradients(cpu_backend, rng):
     assert gradcheck(lambda x, w: ops.conv2d(x, w, padding=1), [x, weight])
 
 
+@pytest.mark.parametrize("padding, kernel", [(0, 3), (1, 3), (2, 3), (2, 5), (0, 1)])
+def test_conv2d_gradients_through_the_flipped_filter_correlation(cpu_backend, padding, kernel,
+                                                                 rng):
+    """Stride 1 with C_out <= C_in: grad_x is the correlation of grad_out with the flipped
+    filters (conv._grad_x_by_correlation), checked against finite differences."""
+    from minissl.ops import conv
+
+    assert conv._correlation_pays(4, 3, (kernel, kernel, 1, padding), None)
+    x = rng.standard_normal((2, 4, 6, 7))
+    weight = rng.standard_normal((3, 4, kernel, kernel))
+    # atol 1e-7: the central difference of a loss near 50 carries about 1e-8 of rounding
+    assert gradcheck(lambda x, w: ops.conv2d(x, w, padding=padding), [x, weight], atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_flipped_filter_correlation_equals_col2im_on_random_shapes(monkeypatch, backend, rng):
+    """Both ways to grad_x agree on random stride-1 geometries and chunkings."""
+    import minissl
+    from minissl.ops import conv
+
+    previous = minissl.get_backend()
+    minissl.set_backend(backend)
+    try:
+        for _ in range(12):
+            kernel = int(rng.integers(1, 6))
+            padding = int(rng.integers(0, kernel))
+            c_in = int(rng.integers(1, 6))
+            c_out = int(rng.integers(1, c_in + 1))
+            height, width = (int(v) for v in rng.integers(kernel, kernel + 6, size=2))
+            x = rng.standard_normal((int(rng.integers(1, 6)), c_in, height, width))
+            weight = rng.standard_normal((c_out, c_in, kernel, kernel))
+            monkeypatch.setattr(conv, "COLS_CHUNK_ELEMENTS", int(rng.integers(50, 2000)))
+            grads = []
+            for pays in (conv._correlation_pays, lambda *args: False):
+                monkeypatch.setattr(conv, "_correlation_pays", pays)
+                tensor = Tensor(x.copy(), requires_grad=True)
+                out = ops.conv2d(tensor, Tensor(weight), padding=padding)
+                out.backward(np.cos(np.arange(out.size)).reshape(out.shape))
+                grads.append(tensor.grad)
+            monkeypatch.undo()
+            np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-10)
+    finally:
+        minissl.set_backend(previous)
+
+
 def test_conv2d_equals_scipy_correlate_plus_bias(cpu_backend, rng):
     x, weight, bias = rng.standard_normal((2, 3, 8, 9)), rng.standard_normal((5, 3, 3, 4)), rng.standard_normal(5)
     out = ops.conv2d(Tensor(x), Tensor(weight), Tensor(bias)).data

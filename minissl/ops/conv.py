@@ -10,6 +10,11 @@ Backward, with G = grad_out as (C_out, B*OH*OW):
 
     grad_W2 = (cols @ G.T).T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
+For stride 1 with C_out <= C_in (the ResNet's 3x3 layers), grad_x is instead the forward
+convolution run backwards: grad_out correlated with the filters flipped in space and with
+in/out channels swapped, padding KH-1-p (`_grad_x_by_correlation`). Same numbers; its GEMM
+sums over C_out*KH*KW terms instead of C_out, which BLAS runs faster.
+
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
 through a small layer, kernels.conv_algorithm) runs the per-image tile kernel instead
@@ -124,6 +129,9 @@ class Conv2d(Function):
         weight2, x, geometry, rows = ctx.weight2, ctx.x, ctx.geometry, ctx.rows
         depth = weight2.shape[1]
         grad_x = xp.empty(x.shape, dtype=x.dtype) if needs[0] else None
+        flipped2 = None
+        if needs[0] and _correlation_pays(x.shape[1], c_out, geometry, rows):
+            flipped2 = _flipped_weight2(weight2, x.shape[1], geometry)
 
         def backward_chunk(start, stop, serial):
             """Fills grad_x[start:stop]; returns this chunk's share of grad_W2 (or None)."""
@@ -132,7 +140,10 @@ class Conv2d(Function):
             grad2 = _scratch("grad", (c_out, images * pixels), x.dtype, xp)
             grad2.reshape(c_out, images, pixels)[...] = grad_out[start:stop].reshape(
                 images, c_out, pixels).transpose(1, 0, 2)
-            if needs[0]:
+            if needs[0] and flipped2 is not None:
+                _grad_x_by_correlation(grad_out[start:stop], flipped2, geometry, serial,
+                                       grad_x[start:stop])
+            elif needs[0]:
                 grad_cols = _scratch("grad_cols", (depth, images * pixels), x.dtype, xp)
                 xp.matmul(weight2.T, grad2, out=grad_cols)  # (R, b*OH*OW)
                 kernels.col2im(grad_cols, (images, *x.shape[1:]), *geometry, rows=rows,
@@ -156,6 +167,51 @@ class Conv2d(Function):
         if len(needs) > 2 and needs[2]:
             grad_bias = grad_out.sum(axis=(0, 2, 3))  # (C_out,)
         return grad_x, grad_weight2, grad_bias
+
+
+def _correlation_pays(c_in, c_out, geometry, rows):
+    """Whether grad_x is computed as a correlation of grad_out with the flipped filters
+    (`_grad_x_by_correlation`) instead of col2im(W2.T @ G).
+
+    Only for stride 1, a square kernel, padding <= kernel - 1 and all C_in*KH*KW columns
+    (not a shape-compacted layer), and only when C_out <= C_in, so that the patch matrix of
+    grad_out is no larger than the forward one. Measured per chunk on one core: 10-20%
+    faster on the ResNet's 3x3 layers (16, 32, 64 channels) and the ConvNet's conv2, since
+    its GEMM sums over C_out*KH*KW terms where W2.T @ G sums over only C_out, and im2col is
+    cheaper than col2im; 20% slower with C_out = 2 C_in (the ConvNet's conv3).
+    """
+    kernel_h, kernel_w, stride, padding = geometry
+    return (rows is None and stride == 1 and kernel_h == kernel_w
+            and padding <= kernel_h - 1 and c_out <= c_in)
+
+
+def _flipped_weight2(weight2, c_in, geometry):
+    """W2 (C_out, C_in*KH*KW) -> the filters of the transposed convolution, (C_in,
+    C_out*KH*KW): F[c, o, i, j] = W[o, c, KH-1-i, KW-1-j]."""
+    kernel_h, kernel_w = geometry[:2]
+    weight = weight2.reshape(weight2.shape[0], c_in, kernel_h, kernel_w)
+    flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    return xp_of(weight2).ascontiguousarray(flipped).reshape(c_in, -1)
+
+
+def _grad_x_by_correlation(grad_out, flipped2, geometry, serial, grad_x):
+    """grad_x = the correlation of grad_out with the flipped filters, padded KH-1-p, for a
+    stride-1 convolution: grad_x[c, y, x] = sum over o, i, j of
+    grad_out[o, y + p - i, x + p - j] * W[o, c, i, j] (the adjoint of the forward sum).
+
+    Shapes: grad_out (b, C_out, OH, OW), flipped2 (C_in, C_out*KH*KW) -> fills grad_x
+    (b, C_in, H, W), which must be contiguous.
+    """
+    xp = xp_of(grad_out)
+    kernel_h, kernel_w, _, padding = geometry
+    images, c_in, pixels = grad_x.shape[0], grad_x.shape[1], grad_x.shape[2] * grad_x.shape[3]
+    cols = kernels.im2col(grad_out, kernel_h, kernel_w, 1, kernel_h - 1 - padding,
+                          serial=serial, out=_scratch("grad_cols", (flipped2.shape[1],
+                                                      images * pixels), grad_out.dtype, xp))
+    product = _scratch("product", (c_in, images * pixels), grad_out.dtype, xp)
+    xp.matmul(flipped2, cols, out=product)  # (C_in, b*H*W)
+    grad_x.reshape(images, c_in, pixels)[...] = product.reshape(c_in, images,
+                                                                pixels).transpose(1, 0, 2)
 
 
 def _inference(x, weight2, bias, kernel_size, stride, padding, rows):
