@@ -4,16 +4,15 @@ import json
 
 import pytest
 
-from demos import cifar_convnet, common
+from demos import cifar_convnet
 
 
 @pytest.mark.slow
-def test_synthetic_run_trains_prunes_compacts_and_writes_results(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)  # a few repeats are enough here
+def test_synthetic_run_trains_prunes_compacts_and_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
-    cifar_convnet.main(["--synthetic", "200", "--out", str(out), "--epochs", "1",
-                        "--ssl-epochs", "2", "--finetune-epochs", "1", "--batch-size", "32",
-                        "--ssl-scales", "1", "--cut", "0.3", "--lr", "0.001",
+    cifar_convnet.main(["--synthetic", "200", "--timing-seconds", "0", "--out", str(out),
+                        "--epochs", "1", "--ssl-epochs", "2", "--finetune-epochs", "1",
+                        "--batch-size", "32", "--ssl-scales", "1", "--cut", "0.3", "--lr", "0.001",
                         "--finetune-lr", "0.001"])
     # at a small learning rate conv2's columns keep norms near their He initialization (median
     # 0.28), so the cut alone empties about half of them

@@ -4,20 +4,18 @@ import json
 
 import pytest
 
-from demos import cifar_resnet, common
+from demos import cifar_resnet
 
 
 @pytest.mark.slow
-def test_synthetic_run_removes_branches_compacts_and_writes_results(tmp_path, capsys,
-                                                                    monkeypatch):
-    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)
+def test_synthetic_run_removes_branches_compacts_and_writes_results(tmp_path, capsys):
     out = tmp_path / "run"
     # At a small learning rate the branches keep norms near their initialization: about 10 in
     # the first stage, 14 and more in the others, so a cut at 12 removes exactly stage 1.
-    cifar_resnet.main(["--synthetic", "120", "--out", str(out), "--epochs", "1",
-                       "--ssl-epochs", "1", "--finetune-epochs", "1", "--batch-size", "32",
-                       "--lr", "0.001", "--finetune-lr", "0.001", "--cut", "12",
-                       "--no-baseline"])
+    cifar_resnet.main(["--synthetic", "120", "--timing-seconds", "0", "--out", str(out),
+                       "--epochs", "1", "--ssl-epochs", "1", "--finetune-epochs", "1",
+                       "--batch-size", "32", "--lr", "0.001", "--finetune-lr", "0.001",
+                       "--cut", "12", "--no-baseline"])
     printed = capsys.readouterr().out
     assert "same predictions on all 24 test images" in printed
     assert "paper SSL-ResNet-14" in printed and "smallest branch norm per stage" in printed

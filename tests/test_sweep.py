@@ -5,14 +5,10 @@ import json
 
 import pytest
 
-from demos import common, sweep
+from demos import sweep
 
-TINY = ["--", "--offline", "--epochs", "1", "--ssl-epochs", "1", "--finetune-epochs", "0"]
-
-
-@pytest.fixture
-def quick_timing(monkeypatch):
-    monkeypatch.setattr(common, "TIMING_MIN_SECONDS", 0.0)
+TINY = ["--", "--offline", "--timing-seconds", "0", "--epochs", "1", "--ssl-epochs", "1",
+        "--finetune-epochs", "0"]
 
 
 def read(out):
@@ -20,7 +16,7 @@ def read(out):
 
 
 def test_an_in_process_sweep_collects_every_run_and_resume_skips_them(
-        tmp_path, no_mnist_anywhere, quick_timing, capsys):
+        tmp_path, no_mnist_anywhere, capsys):
     out = tmp_path / "sweep"
     sweep.main(["mnist_mlp", "--lambda-scale", "1", "3", "--in-process", "--out", str(out),
                 *TINY])
@@ -44,7 +40,7 @@ def test_an_in_process_sweep_collects_every_run_and_resume_skips_them(
 
 
 def test_a_failing_task_is_reported_and_the_sweep_goes_on(tmp_path, no_mnist_anywhere,
-                                                         quick_timing, monkeypatch, capsys):
+                                                         monkeypatch, capsys):
     real = sweep.lambda_arguments
 
     def broken_for_scale_2(demo, scale):
