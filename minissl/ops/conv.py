@@ -136,10 +136,11 @@ class Conv2d(Function):
         def backward_chunk(start, stop, serial):
             """Fills grad_x[start:stop]; returns this chunk's share of grad_W2 (or None)."""
             images = stop - start
-            # (b, C_out, OH, OW) -> (C_out, b, OH*OW) -> (C_out, b*OH*OW)
-            grad2 = _scratch("grad", (c_out, images * pixels), x.dtype, xp)
-            grad2.reshape(c_out, images, pixels)[...] = grad_out[start:stop].reshape(
-                images, c_out, pixels).transpose(1, 0, 2)
+            if needs[1] or flipped2 is None:  # G as one matrix (the correlation needs none)
+                # (b, C_out, OH, OW) -> (C_out, b, OH*OW) -> (C_out, b*OH*OW)
+                grad2 = _scratch("grad", (c_out, images * pixels), x.dtype, xp)
+                grad2.reshape(c_out, images, pixels)[...] = grad_out[start:stop].reshape(
+                    images, c_out, pixels).transpose(1, 0, 2)
             if needs[0] and flipped2 is not None:
                 _grad_x_by_correlation(grad_out[start:stop], flipped2, geometry, serial,
                                        grad_x[start:stop])
