@@ -174,7 +174,7 @@ def baseline_row(args, split, record):
 def ssl_row(args, split, record, name, rules):
     """Train one SSL row (prox epochs, cut, fine-tuning), compact and time it."""
     model = models.cifar_convnet(seed=args.seed).to_backend()
-    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name,
                                   describe_structure, augment=augment.random_crop_flip)
     return result_row(name, model, split, rules, cut)

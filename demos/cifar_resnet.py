@@ -166,7 +166,7 @@ def ssl_row(args, split, record):
     model = models.resnet_cifar(args.depth, seed=args.seed).to_backend()
     rules = [GroupRule(f"{name}.branch", GroupKind.DEPTH, args.depth_lambda)
              for name, _ in blocks_of(model)]
-    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     cut, _, _ = common.ssl_phases(model, lasso, args, split, record, "SSL-ResNet",
                                   describe_depth, augment=augment.random_crop_flip)
     row = result_row("SSL-ResNet", model, split, rules, cut)

@@ -118,6 +118,10 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
     group.add_argument("--cut", type=float, default=1e-3,
                        help="after the SSL epochs, zero the groups with norm below this "
                             "(default 1e-3)")
+    group.add_argument("--prox-lr-floor", type=float, default=0.0, metavar="LR",
+                       help="the prox threshold uses max(lr, LR) * lambda, so that groups keep "
+                            "shrinking while a decaying learning rate nears zero (default 0: "
+                            "none)")
     group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
 
 
@@ -125,8 +129,9 @@ def check_ssl_schedule(parser, args, lambdas):
     """Exit through argparse unless the schedule's numbers (and `lambdas`) are valid."""
     given = [name for name in ("epochs", "ssl_epochs") if getattr(args, name) is not None]
     check_positive(parser, args, given + ["batch_size", "lr", "finetune_lr"])
-    if (args.finetune_epochs or 0) < 0 or args.cut < 0 or min(lambdas, default=0) < 0:
-        parser.error("--finetune-epochs, --cut and the lambdas must be >= 0")
+    if ((args.finetune_epochs or 0) < 0 or args.cut < 0 or min(lambdas, default=0) < 0
+            or getattr(args, "prox_lr_floor", 0.0) < 0):
+        parser.error("--finetune-epochs, --cut, --prox-lr-floor and the lambdas must be >= 0")
     if args.momentum < 0 or args.weight_decay < 0:
         parser.error("--momentum and --weight-decay must be >= 0")
 
@@ -402,6 +407,9 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
     `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
+    if lasso.config.min_prox_lr > 0:
+        print(f"{name}: prox threshold max(lr, {lasso.config.min_prox_lr:g}) * lambda "
+              f"(--prox-lr-floor)")
     train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
                 describe, augment)
     error_before = error_rate(model, split[2], split[3])

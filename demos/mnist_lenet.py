@@ -132,7 +132,7 @@ def ssl_row(args, split, record, row):
     """Train one SSL row, cut, fine-tune, compact and time it. Returns the result row."""
     model = models.lenet(seed=args.seed).to_backend()
     rules = ssl_rules(row, args)
-    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     name = f"SSL {row} ({ROWS[row][0]})"
     cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name, describe_structure)
     return result_row(name, model, split, rules, cut)

@@ -56,8 +56,26 @@ def test_help_states_the_measured_durations(capsys):
     (["--depth", "21"], "--depth must be 6n + 2"),
     (["--depth-lambda", "-1"], "must be >= 0"),
     (["--weight-decay", "-1"], "--momentum and --weight-decay must be >= 0"),
+    (["--prox-lr-floor", "-0.01"], "--prox-lr-floor and the lambdas must be >= 0"),
 ])
 def test_bad_flags_stop_before_any_data_is_read(flags, message, capsys):
     with pytest.raises(SystemExit):
         cifar_resnet.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch):
+    from demos import common
+
+    class Seen(Exception):
+        pass
+
+    def stop_at_the_schedule(model, lasso, *args, **kwargs):
+        raise Seen(lasso.config.min_prox_lr)
+
+    monkeypatch.setattr(common, "ssl_phases", stop_at_the_schedule)
+    for flags, floor in (([], 0.0), (["--prox-lr-floor", "0.01"], 0.01)):
+        args = cifar_resnet.parse_args(["--depth", "8", *flags])
+        with pytest.raises(Seen) as seen:
+            cifar_resnet.ssl_row(args, None, None)
+        assert seen.value.args[0] == floor
