@@ -118,11 +118,16 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
     group.add_argument("--cut", type=float, default=1e-3,
                        help="after the SSL epochs, zero the groups with norm below this "
                             "(default 1e-3)")
+    add_prox_floor_argument(group)
+    group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
+
+
+def add_prox_floor_argument(group):
+    """--prox-lr-floor, the same in every demo (read by ssl.SSLConfig's min_prox_lr)."""
     group.add_argument("--prox-lr-floor", type=float, default=0.0, metavar="LR",
                        help="the prox threshold uses max(lr, LR) * lambda, so that groups keep "
                             "shrinking while a decaying learning rate nears zero (default 0: "
                             "none)")
-    group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
 
 
 def check_ssl_schedule(parser, args, lambdas):

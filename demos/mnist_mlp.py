@@ -66,8 +66,7 @@ def parse_args(argv):
                        help="after the SSL epochs, zero the groups with norm below this (default 1e-3)")
     group.add_argument("--mode", choices=[mode.value for mode in ssl.Mode], default="proximal",
                        help="proximal step (exact zeros, default) or the paper's subgradient")
-    group.add_argument("--prox-lr-floor", type=float, default=0.0,
-                       help="floor on the learning rate used in the prox threshold (default 0: none)")
+    common.add_prox_floor_argument(group)
     group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
     args = parser.parse_args(argv)
     args.lambdas = args.lambdas or DEFAULT_LAMBDAS
