@@ -15,6 +15,8 @@ of repeated calls after warm-up, dense and compacted timed side by side (minissl
 Efficiency = speedup / (1 / FLOP fraction): 1.0 means the speedup the FLOPs promise.
 GEMM = the speedup of the layer's matrix product alone (patch matrix built beforehand):
 what compaction shrinks, without the im2col pass and the per-call costs of a whole layer.
+path = the inference path of the dense / compacted conv layer, each picked by timing both
+(im2col + BLAS "gemm", or the per-image tile kernel "tiles"; minissl.timing.tune_convolutions).
 """
 
 import argparse
@@ -142,7 +144,7 @@ def time_row(row, structure, batch, args, images):
 def print_rows(rows):
     print(f"{'row':<5}{'layer':<7}{'kept shape':<14}{'FLOP %':>7}{'speedup':>9}{'ideal':>8}"
           f"{'effic.':>8}{'GEMM':>7}{'CSR':>7}{'struct/CSR':>11}{'paper FLOP %':>13}"
-          f"{'paper speedup':>14}")
+          f"{'paper speedup':>14}  path")
     for row in rows:
         for entry in row["layers"]:
             shape = "x".join(map(str, row["shapes"][entry["module"]]))
@@ -154,7 +156,8 @@ def print_rows(rows):
                   f"{entry['ideal_speedup']:>8.2f}"
                   f"{entry['efficiency']:>8.2f}{entry['gemm_speedup']:>7.2f}"
                   f"{entry['csr_speedup']:>7.2f}"
-                  f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}")
+                  f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}"
+                  f"  {'/'.join(entry['paths'])}")
         print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}   "
               f"(same predictions as the sparse model on {row['same_predictions']} test images)")
     if any(entry["flags"] for row in rows for entry in row["layers"]):

@@ -4,7 +4,10 @@ Same process, same input, warm-up calls first, then the median of repeated runs.
 Absolute times on shared machines are noisy; ratios measured in one run are what count,
 so benchmarks time the things they compare side by side with these helpers:
 `measure` (any call), `layer_speed` (one layer: dense vs compacted vs CSR) and
-`network_speedup` (whole model, dense vs compacted).
+`network_speedup` (whole model, dense vs compacted). `tune_convolutions` times each conv
+layer's two inference paths (im2col + BLAS, the per-image tile kernel) on its real input and
+keeps the faster one on the layer for that batch size; the speed comparisons run it on both
+sides first, so that each layer is timed on its best path.
 
 Every figure carries its spread, the interquartile range (IQR) over the timed calls; a
 comparison whose spread is wider than MAX_SPREAD is measured again (up to MAX_ATTEMPTS times,
@@ -26,7 +29,7 @@ NOISE_BAND = 0.10     # an unchanged layer's speedup outside 1 +- this (and its 
 
 from minissl import compact, kernels, ops
 from minissl.autograd import no_grad
-from minissl.backend import synchronize, to_numpy, xp_of
+from minissl.backend import get_backend, synchronize, to_numpy, xp_of
 from minissl.nn.protocol import Role
 from minissl.tensor import Tensor
 
@@ -149,6 +152,7 @@ class LayerSpeed:
     compact_gemm_s: float
     speedup_range: tuple = (float("nan"), float("nan"))  # quartiles of the per-round ratios
     speedup_median: float = None  # median of per-round ratios (None: ratio of the medians)
+    paths: tuple = ("", "")  # inference path of the dense and the compacted conv (tuned)
 
     @property
     def speedup(self):
@@ -186,7 +190,7 @@ class LayerSpeed:
                 "speedup_iqr": list(self.speedup_range),
                 "ideal_speedup": self.ideal_speedup, "efficiency": self.efficiency,
                 "gemm_speedup": self.gemm_speedup, "csr_speedup": self.csr_speedup,
-                "flags": self.flags()}
+                "paths": list(self.paths), "flags": self.flags()}
 
 
 def speedup_flags(speedup, quartiles, flop_pct):
@@ -203,6 +207,70 @@ def speedup_flags(speedup, quartiles, flop_pct):
     if speedup > ideal * (1 + IDEAL_MARGIN):
         return [f"{speedup:.2f}x is above its FLOP-ideal {ideal:.2f}x"]
     return []
+
+
+@dataclass(frozen=True)
+class ConvChoice:
+    """The path tune_convolutions picked for one conv layer at one batch size, and the median
+    seconds per call of both paths."""
+
+    layer: str
+    batch: int
+    algorithm: str
+    gemm_s: float
+    tiles_s: float
+
+
+def tune_convolution(name, layer, x, repeats=7, warmup=2):
+    """Time `layer` (a Conv2d or GatheredConv2d) on x by im2col + BLAS and by the tile
+    kernel, side by side, and keep the faster in `layer.algorithms[B]` (mutates the layer).
+
+    Shapes: x (B, C_in, H, W). Returns a ConvChoice, or None on a backend without the tile
+    kernel (anything but Numba). Measured choices differ from run to run only where the two
+    paths are about as fast; their outputs agree to rounding (ops.conv2d).
+    """
+    if get_backend() != "numba" or xp_of(x.data) is not np:
+        return None
+    batch = x.shape[0]
+
+    def run(algorithm):
+        layer.algorithms[batch] = algorithm
+        return layer(x)
+
+    with no_grad():
+        (gemm, tiles), _ = compare([lambda: run("gemm"), lambda: run("tiles")], repeats, warmup)
+    layer.algorithms[batch] = "tiles" if tiles.median < gemm.median else "gemm"
+    return ConvChoice(name, batch, layer.algorithms[batch], gemm.median, tiles.median)
+
+
+def tune_convolutions(model, x, repeats=7, warmup=2):
+    """tune_convolution for every conv layer of `model` (nested ones too), each on the
+    activations that reach it when x goes through the model once in eval mode.
+
+    Shapes: x (B, *input shape). Returns the ConvChoices in forward order (empty on a
+    backend without the tile kernel).
+    """
+    model.eval()
+    inputs = {}  # id(layer) -> (name, layer, its first input)
+    for name, layer in model.named_modules():
+        if hasattr(layer, "algorithms"):
+            layer.forward = _recording(layer, name, inputs)  # shadows the class's forward
+    try:
+        with no_grad():
+            model(x)
+    finally:
+        for _, layer in model.named_modules():
+            layer.__dict__.pop("forward", None)
+    return [choice for name, layer, seen in inputs.values()
+            if (choice := tune_convolution(name, layer, seen, repeats, warmup)) is not None]
+
+
+def _recording(layer, name, inputs):
+    """A forward for `layer` that notes its first input in `inputs`, then runs as usual."""
+    def forward(x):
+        inputs.setdefault(id(layer), (name, layer, x))
+        return type(layer).forward(layer, x)
+    return forward
 
 
 def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
@@ -224,6 +292,10 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     weight = to_numpy(module.weight.data)
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
     dense_gemm, compact_gemm = module.gemm_operands(x), small.gemm_operands(small_x)
+    paths = ("", "")
+    if hasattr(module, "algorithms"):  # each conv on its faster inference path
+        choices = tune_convolution(name, module, x), tune_convolution(name, small, small_x)
+        paths = tuple(choice.algorithm if choice else "" for choice in choices)
     with no_grad():
         timings, samples = compare(
             [lambda: module(x), lambda: small(small_x), lambda: module.csr_forward(csr, x),
@@ -234,7 +306,7 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
     return LayerSpeed(name, flop_pct, dense.median, compacted.median, sparse.median,
                       dense_product.median, compact_product.median, (ratio.q1, ratio.q3),
-                      ratio.median)
+                      ratio.median, paths)
 
 
 def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2):
@@ -263,8 +335,8 @@ def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
 
 def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     """The whole-network speedup with its spread, a Ratio (median, q1, q3)."""
-    model.eval()
-    small.eval()
+    tune_convolutions(model, x)
+    tune_convolutions(small, x)
     with no_grad():
         _, samples = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
                              min_seconds)

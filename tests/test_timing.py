@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minissl import Tensor, compact, models, timing
+from minissl import Tensor, compact, models, nn, no_grad, timing
 
 
 def test_measure_calls_warmup_plus_repeats_and_reports_the_median():
@@ -84,3 +84,67 @@ def test_csr_forward_computes_the_layer(rng):
         csr = scipy.sparse.csr_matrix(weight)
         got = layer.csr_forward(csr, inputs).reshape(layer(inputs).shape)
         np.testing.assert_allclose(got, layer(inputs).data, rtol=1e-12, atol=1e-12)
+
+
+def _lenet_with_shape_columns_removed():
+    """A LeNet whose conv2 keeps 40 of its 500 shape columns, and its compacted copy (conv2 a
+    GatheredConv2d)."""
+    model = models.lenet()
+    conv2 = model[2].weight.data.reshape(50, -1)  # (C_out, C_in*KH*KW)
+    conv2[:, 40:] = 0
+    small, _ = compact.compact(model, (1, 28, 28))
+    return model, small
+
+
+def test_tune_convolutions_picks_a_path_per_conv_layer_and_batch_size(cpu_backend):
+    model, small = _lenet_with_shape_columns_removed()
+    x = Tensor(np.random.default_rng(0).random((6, 1, 28, 28)).astype(np.float32))
+    choices = timing.tune_convolutions(small, x, repeats=2, warmup=1)
+    convs = [layer for _, layer in small.named_modules() if hasattr(layer, "algorithms")]
+    if cpu_backend == "numpy":  # no tile kernel there: nothing to choose
+        assert choices == [] and all(layer.algorithms == {} for layer in convs)
+        return
+    assert [choice.layer for choice in choices] == ["0", "2"]
+    assert any(isinstance(layer, nn.GatheredConv2d) for layer in convs)
+    for choice, layer in zip(choices, convs):
+        assert choice.batch == 6 and layer.algorithms == {6: choice.algorithm}
+        assert choice.algorithm == ("tiles" if choice.tiles_s < choice.gemm_s else "gemm")
+    assert all("forward" not in vars(layer) for _, layer in small.named_modules())
+
+
+def test_both_inference_paths_compute_the_same_convolution(rng):
+    """Whatever tuning picks, the output is the layer's function (to float32 rounding)."""
+    _, small = _lenet_with_shape_columns_removed()
+    x = Tensor(rng.random((5, 1, 28, 28)).astype(np.float32))
+    outputs = []
+    with no_grad():
+        for algorithm in ("gemm", "tiles"):
+            for _, layer in small.named_modules():
+                if hasattr(layer, "algorithms"):
+                    layer.algorithms[5] = algorithm
+            outputs.append(small(x).data)
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+
+
+def test_tune_convolutions_finds_the_convs_inside_residual_blocks():
+    model = models.resnet_cifar(depth=8)
+    x = Tensor(np.random.default_rng(1).random((2, 3, 32, 32)).astype(np.float32))
+    choices = timing.tune_convolutions(model, x, repeats=1, warmup=0)
+    names = [choice.layer for choice in choices]
+    assert len(names) == 1 + 3 * 2 + 2  # stem, two per block, two projection shortcuts
+    assert any("branch" in name for name in names) and any("shortcut" in name for name in names)
+
+
+def test_tune_convolutions_restores_the_layers_when_the_model_fails():
+    model = models.lenet()
+    with pytest.raises(ValueError, match="expects input"):
+        timing.tune_convolutions(model, Tensor(np.zeros((2, 3, 28, 28), np.float32)))
+    assert all("forward" not in vars(layer) for _, layer in model.named_modules())
+
+
+def test_an_unknown_conv_algorithm_is_named_in_the_error():
+    from minissl import ops
+
+    x, weight = Tensor(np.zeros((1, 1, 6, 6))), Tensor(np.zeros((2, 1, 3, 3)))
+    with no_grad(), pytest.raises(ValueError, match="'fast'"):
+        ops.conv2d(x, weight, algorithm="fast")

@@ -18,7 +18,9 @@ sums over C_out*KH*KW terms instead of C_out, which BLAS runs faster.
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
 through a small layer, kernels.conv_algorithm) runs the per-image tile kernel instead
-(kernels.conv_tiles): same result, without the fixed costs of the GEMM path.
+(kernels.conv_tiles): same result, without the fixed costs of the GEMM path. A caller may
+name the path instead (`algorithm`): minissl.timing.tune_convolutions picks it per layer and
+batch size by timing both.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
@@ -215,19 +217,27 @@ def _grad_x_by_correlation(grad_out, flipped2, geometry, serial, grad_x):
                                                                 pixels).transpose(1, 0, 2)
 
 
-def _inference(x, weight2, bias, kernel_size, stride, padding, rows):
+ALGORITHMS = ("gemm", "tiles")  # what an inference call may be told to run (None: cost model)
+
+
+def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     """The convolution without autograd on the per-image tile kernel, or None when a gradient
-    may be wanted or the cost model (kernels.conv_algorithm) prefers im2col + BLAS.
+    may be wanted or `algorithm` is "gemm" (None: the cost model, kernels.conv_algorithm,
+    decides).
 
     Only on the Numba backend with NumPy arrays; the result equals Conv2d's to rounding.
     """
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise ValueError(f"conv algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
     tensors = (x, weight2) if bias is None else (x, weight2, bias)
     if (is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)) or (
             get_backend() != "numba" or xp_of(x.data) is not np):
         return None
     out_h = kernels.conv_output_size(x.shape[2], kernel_size[0], stride, padding)
     out_w = kernels.conv_output_size(x.shape[3], kernel_size[1], stride, padding)
-    if kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w) != "tiles":
+    if algorithm is None:
+        algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w)
+    if algorithm != "tiles":
         return None
     return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding, rows,
                                      None if bias is None else bias.data))
@@ -247,13 +257,15 @@ def _check_conv_inputs(x, weight, bias, c_in, name):
         raise ValueError(f"{name}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
+def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     """2-D cross-correlation of a batch of images with a bank of filters.
 
     Shapes: x (B, C_in, H, W), weight (C_out, C_in, KH, KW), bias (C_out,) or None
     -> (B, C_out, OH, OW) with OH = (H + 2*padding - KH) // stride + 1 (likewise OW).
     dtype: x and weight must share float32 or float64. Raises ValueError naming the shapes
     when the channels do not match or the kernel does not fit the padded input.
+    `algorithm` ("gemm", "tiles" or None: the cost model) picks the path of an inference call
+    on the Numba backend; calls that may need a gradient always take im2col + BLAS.
     """
     if isinstance(weight, Tensor) and weight.ndim != 4:
         raise ValueError(f"conv2d expects x (B, C_in, H, W) and weight (C_out, C_in, KH, KW), "
@@ -261,7 +273,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     _check_conv_inputs(x, weight, bias, weight.shape[1] if isinstance(weight, Tensor) else -1,
                        "conv2d")
     weight2 = reshape(weight, (weight.shape[0], -1))  # (C_out, C_in*KH*KW)
-    fast = _inference(x, weight2, bias, tuple(weight.shape[2:]), stride, padding, None)
+    fast = _inference(x, weight2, bias, tuple(weight.shape[2:]), stride, padding, None,
+                      algorithm)
     if fast is not None:
         return fast
     inputs = (x, weight2) if bias is None else (x, weight2, bias)
@@ -269,12 +282,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
                         padding=padding, rows=None)
 
 
-def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=0):
+def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=0,
+                    algorithm=None):
     """Shape-compacted convolution: only the kept (c, kh, kw) columns of W2 take part.
 
     Shapes: x (B, C_in, H, W), weight2 (C_out, R), rows (R,) increasing indices into the
     C_in*KH*KW shape fibers, bias (C_out,) or None -> (B, C_out, OH, OW). Equals conv2d with
-    a weight that is zero outside `rows` (DESIGN.md, Compaction: shape fibers).
+    a weight that is zero outside `rows` (DESIGN.md, Compaction: shape fibers). `algorithm`
+    as in conv2d.
     """
     rows = np.asarray(rows, dtype=np.int64)
     kernel_h, kernel_w = kernel_size
@@ -283,7 +298,7 @@ def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=
                          f"got {getattr(weight2, 'shape', weight2)}")
     c_in = x.shape[1] if isinstance(x, Tensor) and x.ndim == 4 else -1
     _check_conv_inputs(x, weight2, bias, c_in, "conv2d_gathered")
-    fast = _inference(x, weight2, bias, (kernel_h, kernel_w), stride, padding, rows)
+    fast = _inference(x, weight2, bias, (kernel_h, kernel_w), stride, padding, rows, algorithm)
     if fast is not None:
         return fast
     inputs = (x, weight2) if bias is None else (x, weight2, bias)
