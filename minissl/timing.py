@@ -279,7 +279,8 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     (gemm_operands, csr_forward: minissl/nn/protocol.py).
 
     Shapes: x (B, *input shape of the layer). The compacted layer gets x restricted to the
-    kept inputs (gathering them is the previous layer's job, so it is not timed).
+    kept inputs (gathering them is the previous layer's job, so it is not timed). A conv
+    layer and its compacted copy each run on their faster inference path (tune_convolution).
     """
     layer_plan = plan.layer(name)
     small = module.compacted(name, plan)
@@ -334,7 +335,8 @@ def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
 
 
 def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
-    """The whole-network speedup with its spread, a Ratio (median, q1, q3)."""
+    """The whole-network speedup with its spread, a Ratio (median, q1, q3). Tunes both
+    models' conv layers for x's batch size first (tune_convolutions; mutates them)."""
     tune_convolutions(model, x)
     tune_convolutions(small, x)
     with no_grad():
