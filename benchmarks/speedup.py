@@ -157,7 +157,7 @@ def print_rows(rows):
                   f"{entry['efficiency']:>8.2f}{entry['gemm_speedup']:>7.2f}"
                   f"{entry['csr_speedup']:>7.2f}"
                   f"{entry['speedup'] / entry['csr_speedup']:>11.1f}{paper_flops:>13}{paper:>14}"
-                  f"  {'/'.join(entry['paths'])}")
+                  f"  {'/'.join(entry['paths']) if any(entry['paths']) else '-'}")
         print(f"{row['name']:<5}{'whole network':<28}{row['whole_speedup']:>18.2f}   "
               f"(same predictions as the sparse model on {row['same_predictions']} test images)")
     if any(entry["flags"] for row in rows for entry in row["layers"]):
