@@ -71,6 +71,8 @@ def test_layer_speed_reports_the_plans_flops_and_positive_times():
     assert speed.ideal_speedup == pytest.approx(2.0)
     assert min(speed.dense_s, speed.compact_s, speed.csr_s) > 0
     assert speed.efficiency == pytest.approx(speed.speedup / 2.0)
+    assert all(path in ("gemm", "tiles") for path in speed.paths)  # both convs were tuned
+    assert model[0].algorithms.get(4) == speed.paths[0]
 
 
 def test_csr_forward_computes_the_layer(rng):
