@@ -106,9 +106,11 @@ def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, da
                              f"test whose speedups mean nothing)")
 
 
-def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
+def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr,
+                               prox_lr_floor=0.0):
     """Add the flags of the SSL schedule (`ssl_phases`) to an argparse group: --ssl-epochs,
-    --finetune-epochs, --finetune-lr, --cut and --no-baseline, with the demo's defaults."""
+    --finetune-epochs, --finetune-lr, --cut, --prox-lr-floor and --no-baseline, with the
+    demo's defaults."""
     group.add_argument("--ssl-epochs", type=int, default=None,
                        help=f"epochs with the prox step (default {ssl_epochs})")
     group.add_argument("--finetune-epochs", type=int, default=None,
@@ -118,16 +120,16 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr):
     group.add_argument("--cut", type=float, default=1e-3,
                        help="after the SSL epochs, zero the groups with norm below this "
                             "(default 1e-3)")
-    add_prox_floor_argument(group)
+    add_prox_floor_argument(group, prox_lr_floor)
     group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
 
 
-def add_prox_floor_argument(group):
+def add_prox_floor_argument(group, default=0.0):
     """--prox-lr-floor, the same in every demo (read by ssl.SSLConfig's min_prox_lr)."""
-    group.add_argument("--prox-lr-floor", type=float, default=0.0, metavar="LR",
+    group.add_argument("--prox-lr-floor", type=float, default=default, metavar="LR",
                        help="the prox threshold uses max(lr, LR) * lambda, so that groups keep "
-                            "shrinking while a decaying learning rate nears zero (default 0: "
-                            "none)")
+                            "shrinking while a decaying learning rate nears zero (default "
+                            f"{default:g}{': none' if default == 0 else ''})")
 
 
 def check_ssl_schedule(parser, args, lambdas):

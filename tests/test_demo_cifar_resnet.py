@@ -74,7 +74,8 @@ def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch):
         raise Seen(lasso.config.min_prox_lr)
 
     monkeypatch.setattr(common, "ssl_phases", stop_at_the_schedule)
-    for flags, floor in (([], 0.0), (["--prox-lr-floor", "0.01"], 0.01)):
+    for flags, floor in (([], cifar_resnet.DEFAULT_PROX_LR_FLOOR), (["--prox-lr-floor", "0"], 0.0),
+                         (["--prox-lr-floor", "0.02"], 0.02)):
         args = cifar_resnet.parse_args(["--depth", "8", *flags])
         with pytest.raises(Seen) as seen:
             cifar_resnet.ssl_row(args, None, None)
