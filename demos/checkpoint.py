@@ -100,3 +100,24 @@ def restore(meta, arrays, model, optimizer, schedule, rng):
     optimizer.lr = meta["lr"]
     schedule.t = meta["schedule_t"]
     rng.bit_generator.state = meta["rng"]
+
+
+def finished_weights(out, phase):
+    """The model weights (state dict) at the end of `phase` in the run whose --out was `out`:
+    what a later run starts from (the ConvNet demo's --ssl-from-baseline DIR).
+    CheckpointError when that phase has no checkpoint there, or had not finished."""
+    path = PhaseCheckpoints(out).path(phase)
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found; {out} holds no {phase!r} checkpoint (train "
+                              f"that run first, or give the --out of one that has)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: cannot be read ({error})") from error
+    if meta.get("phase") != phase or meta.get("epoch") != meta.get("epochs"):
+        raise CheckpointError(f"{path}: {phase!r} stopped after epoch {meta.get('epoch')} of "
+                              f"{meta.get('epochs')}; resume that run to finish it first")
+    return {key[len("model/"):]: value for key, value in arrays.items()
+            if key.startswith("model/")}

@@ -31,8 +31,9 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 
 import argparse
 import sys
+from pathlib import Path
 
-from demos import common
+from demos import checkpoint, common
 from minissl import augment, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind, GroupRule
 
@@ -61,6 +62,9 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.01, weight_decay=5e-4,
                                   batch_size=128, out="runs/cifar_convnet", dataset="cifar10")
+    parser.add_argument("--augment", choices=sorted(augment.AUGMENTATIONS), default="crop-flip",
+                        help="training augmentation: random crops from a 4-pixel pad and flips "
+                             "(default), flips only, or none (Caffe's cifar10_full)")
     parser.add_argument("--synthetic", type=int, metavar="N", default=None,
                         help="train on N random CIFAR-shaped images instead of CIFAR-10 (a smoke "
                              "test of the whole pipeline; the errors mean nothing)")
@@ -78,7 +82,14 @@ def parse_args(argv):
                             f"(default {' '.join(map(str, DEFAULT_COLUMN_LAMBDAS))})")
     common.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                       finetune_lr=0.002)
+    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None, metavar="DIR",
+                       help="start each SSL row from the trained baseline's weights instead of "
+                            "from scratch: the baseline of this run, or with DIR the finished "
+                            "baseline of an earlier run whose --out was DIR")
     args = parser.parse_args(argv)
+    if args.ssl_from_baseline == "" and args.no_baseline:
+        parser.error("--ssl-from-baseline without DIR starts from this run's baseline, which "
+                     "--no-baseline skips; give the DIR of a run that trained one")
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
     common.check_ssl_schedule(parser, args, lambdas)
     if args.synthetic is not None and args.synthetic < 20:
@@ -160,38 +171,54 @@ def print_table(rows):
     common.flagged_note(rows)
 
 
-def baseline_row(args, split, record):
-    """Train the dense ConvNet; returns its row."""
+def baseline_row(args, split, record, start):
+    """Train the dense ConvNet; returns its row. Its final weights go into start["weights"]
+    (what --ssl-from-baseline starts the SSL rows from)."""
     model = models.cifar_convnet(seed=args.seed).to_backend()
     common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr,
-                       augment=augment.random_crop_flip)
+                       augment=augment.AUGMENTATIONS[args.augment])
+    start["weights"] = model.state_dict()
     seconds = common.phase_seconds(record, "baseline")
     print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
           f"{seconds:.1f} s per epoch")
     return {**result_row("baseline", model, split), "seconds_per_epoch": seconds}
 
 
-def ssl_row(args, split, record, name, rules):
-    """Train one SSL row (prox epochs, cut, fine-tuning), compact and time it."""
-    model = models.cifar_convnet(seed=args.seed).to_backend()
+def ssl_row(args, split, record, name, rules, weights=None):
+    """Train one SSL row (prox epochs, cut, fine-tuning), compact and time it; from
+    `weights` (a state dict: the trained baseline) when given, else from scratch."""
+    model = models.cifar_convnet(seed=args.seed)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to_backend()
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name,
-                                  describe_structure, augment=augment.random_crop_flip)
+                                  describe_structure,
+                                  augment=augment.AUGMENTATIONS[args.augment])
     return result_row(name, model, split, rules, cut)
 
 
-def train_rows(args, split, record):
+def train_rows(args, split, record, start):
     """The baseline (unless --no-baseline) and one SSL row per --ssl-scales factor, each
-    added to `record` as it finishes."""
+    added to `record` as it finishes. `start` holds the weights SSL rows start from
+    (--ssl-from-baseline DIR; filled by the baseline otherwise)."""
     if not args.no_baseline:
-        common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
+        common.train_row(record, "baseline", lambda: baseline_row(args, split, record, start))
+    weights = None
+    if args.ssl_from_baseline is not None:
+        weights = start.get("weights")
+        if weights is None and args.ssl_scales:
+            print("note: the baseline diverged, so the SSL rows it would start have no weights; "
+                  "skipped")
+            return
     for scale in args.ssl_scales:
         rules = ssl_rules(args, scale)
         if not rules:
             print(f"note: SSL x{scale:g} has no group with a positive lambda; skipped")
             continue
         name = f"SSL x{scale:g}"
-        common.train_row(record, name, lambda: ssl_row(args, split, record, name, rules))
+        common.train_row(record, name,
+                         lambda: ssl_row(args, split, record, name, rules, weights))
 
 
 def main(argv=None):
@@ -199,11 +226,18 @@ def main(argv=None):
     args = parse_args(argv)
     args.argv = argv
     record = common.start_run(args, "cifar_convnet")
+    start = {}
+    if args.ssl_from_baseline:  # a DIR: read (and check) its baseline before any training
+        try:
+            start["weights"] = checkpoint.finished_weights(Path(args.ssl_from_baseline),
+                                                           "baseline")
+        except checkpoint.CheckpointError as error:
+            raise SystemExit(f"error: --ssl-from-baseline: {error}") from None
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
     record.set(dataset=facts, paper_rows=PAPER_ROWS)
-    train_rows(args, split, record)
+    train_rows(args, split, record, start)
     rows = common.trained_rows(record.rows)
     figure = None
     if rows:

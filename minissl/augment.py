@@ -4,7 +4,9 @@
                 from the training images (`channel_statistics`);
     augment:    a random 32x32 crop of the image zero-padded by 4 pixels on every side, then
                 a horizontal flip with probability 1/2 (He et al. 2016, section 4.2, for
-                ResNets on CIFAR-10), both drawn from a seeded Generator.
+                ResNets on CIFAR-10), both drawn from a seeded Generator; or the flip alone
+                (`random_flip`), a milder augmentation for a small network that the crops
+                leave underfitting (the ConvNet: docs/results.md).
 
 Both run on a whole batch at once: the crop and the flip are one fancy-indexing gather, the
 flip folded into the column index, so no Python loop runs per image. Measured cost:
@@ -70,3 +72,19 @@ def random_crop_flip(images, rng, pad=PAD):
     columns = left[:, None] + columns
     return padded[np.arange(batch)[:, None, None, None], np.arange(channels)[None, :, None, None],
                   rows[:, None, :, None], columns[:, None, None, :]]  # (B, C, H, W)
+
+
+def random_flip(images, rng):
+    """Each image flipped left-right with probability 1/2 (no crop).
+
+    Shapes: images (B, C, H, W) -> (B, C, H, W), same dtype; a new array. `rng` is a numpy
+    Generator; the same seed gives the same flips.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"random_flip expects images (B, C, H, W), got {images.shape}")
+    flip = rng.random(images.shape[0]) < 0.5
+    return np.where(flip[:, None, None, None], images[..., ::-1], images)
+
+
+# the training augmentations a demo can choose by name (--augment); None: the images as they are
+AUGMENTATIONS = {"crop-flip": random_crop_flip, "flip": random_flip, "none": None}

@@ -53,3 +53,16 @@ def test_bad_input_is_named():
         augment.normalize(np.zeros((2, 3, 4, 4), np.float32), [0, 0, 0], [1, 1, 1])
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         augment.random_crop_flip(np.zeros((3, 4, 4)), np.random.default_rng(0))
+
+
+def test_random_flip_keeps_or_mirrors_each_image(rng):
+    images = rng.standard_normal((40, 3, 5, 6)).astype(np.float32)
+    out = augment.random_flip(images, np.random.default_rng(3))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    kept = [np.array_equal(a, b) for a, b in zip(images, out)]
+    mirrored = [np.array_equal(a[..., ::-1], b) for a, b in zip(images, out)]
+    assert all(k or m for k, m in zip(kept, mirrored))
+    assert 5 < sum(mirrored) < 35
+    np.testing.assert_array_equal(out, augment.random_flip(images, np.random.default_rng(3)))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        augment.random_flip(np.zeros((3, 4, 4)), np.random.default_rng(0))
