@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from demos import cifar_convnet
+from demos import checkpoint, cifar_convnet, common
+from minissl import models, optim
 
 
 @pytest.mark.slow
@@ -62,3 +64,61 @@ def test_missing_cifar_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setattr("pathlib.Path.home", lambda: tmp_path / "home")
     with pytest.raises(SystemExit, match="CIFAR-10 .*not found; looked in"):
         cifar_convnet.main(["--out", str(tmp_path / "run")])
+
+
+class _Captured(Exception):
+    """Stops a run once the SSL row's starting weights are seen."""
+
+
+def _capture_ssl_start(monkeypatch):
+    seen = []
+
+    def capture(model, *args, **kwargs):
+        seen.append(model.state_dict())
+        raise _Captured
+
+    monkeypatch.setattr(common, "ssl_phases", capture)
+    return seen
+
+
+@pytest.mark.slow
+def test_ssl_rows_start_from_the_finished_baseline(tmp_path, monkeypatch):
+    first = tmp_path / "first"
+    quick = ["--synthetic", "100", "--timing-seconds", "0", "--epochs", "1", "--batch-size", "32",
+             "--augment", "flip"]
+    cifar_convnet.main(quick + ["--ssl-scales", "--out", str(first)])
+    baseline = checkpoint.finished_weights(first, "baseline")
+    fresh = models.cifar_convnet(seed=0).state_dict()
+    assert any(not np.array_equal(baseline[key], fresh[key]) for key in fresh)
+
+    seen = _capture_ssl_start(monkeypatch)  # from an earlier run's baseline (DIR)
+    with pytest.raises(_Captured):
+        cifar_convnet.main(quick + ["--no-baseline", "--ssl-scales", "1", "--ssl-from-baseline",
+                                    str(first), "--out", str(tmp_path / "second")])
+    for key in baseline:
+        np.testing.assert_array_equal(seen[0][key], baseline[key], err_msg=key)
+
+    third = tmp_path / "third"  # from the baseline this run trains
+    with pytest.raises(_Captured):
+        cifar_convnet.main(quick + ["--ssl-scales", "1", "--ssl-from-baseline", "--out",
+                                    str(third)])
+    own = checkpoint.finished_weights(third, "baseline")
+    for key in own:
+        np.testing.assert_array_equal(seen[1][key], own[key], err_msg=key)
+
+
+def test_ssl_from_baseline_refuses_what_it_cannot_start_from(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="holds no 'baseline' checkpoint"):
+        cifar_convnet.main(["--synthetic", "100", "--no-baseline", "--ssl-from-baseline",
+                            str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit):
+        cifar_convnet.parse_args(["--no-baseline", "--ssl-from-baseline"])
+    assert "which --no-baseline skips" in capsys.readouterr().err
+    # a baseline checkpoint written after epoch 1 of 2: not finished
+    model = models.cifar_convnet(seed=0)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.CosineSchedule(optimizer, total_steps=10)
+    checkpoint.PhaseCheckpoints(tmp_path / "half").save(
+        "baseline", 1, 2, model, optimizer, schedule, np.random.default_rng(0), [])
+    with pytest.raises(checkpoint.CheckpointError, match="stopped after epoch 1 of 2"):
+        checkpoint.finished_weights(tmp_path / "half", "baseline")
