@@ -243,17 +243,19 @@ def tune_convolution(name, layer, x, repeats=7, warmup=2):
     return ConvChoice(name, batch, layer.algorithms[batch], gemm.median, tiles.median)
 
 
-def tune_convolutions(model, x, repeats=7, warmup=2):
+def tune_convolutions(model, x, repeats=7, warmup=2, retune=False):
     """tune_convolution for every conv layer of `model` (nested ones too), each on the
-    activations that reach it when x goes through the model once in eval mode.
+    activations that reach it when x goes through the model once in eval mode. A layer that
+    already holds a choice for x's batch size keeps it (say, one layer_speeds tuned), unless
+    `retune`.
 
-    Shapes: x (B, *input shape). Returns the ConvChoices in forward order (empty on a
+    Shapes: x (B, *input shape). Returns the ConvChoices made, in forward order (empty on a
     backend without the tile kernel).
     """
     model.eval()
     inputs = {}  # id(layer) -> (name, layer, its first input)
     for name, layer in model.named_modules():
-        if hasattr(layer, "algorithms"):
+        if hasattr(layer, "algorithms") and (retune or x.shape[0] not in layer.algorithms):
             layer.forward = _recording(layer, name, inputs)  # shadows the class's forward
     try:
         with no_grad():
@@ -336,7 +338,8 @@ def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
 
 def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     """The whole-network speedup with its spread, a Ratio (median, q1, q3). Tunes both
-    models' conv layers for x's batch size first (tune_convolutions; mutates them)."""
+    models' conv layers for x's batch size first, those not tuned for it yet
+    (tune_convolutions; mutates them)."""
     tune_convolutions(model, x)
     tune_convolutions(small, x)
     with no_grad():

@@ -112,6 +112,10 @@ def test_tune_convolutions_picks_a_path_per_conv_layer_and_batch_size(cpu_backen
         assert choice.batch == 6 and layer.algorithms == {6: choice.algorithm}
         assert choice.algorithm == ("tiles" if choice.tiles_s < choice.gemm_s else "gemm")
     assert all("forward" not in vars(layer) for _, layer in small.named_modules())
+    assert timing.tune_convolutions(small, x, repeats=1, warmup=0) == []  # tuned: kept
+    assert [layer.algorithms for layer in convs] == [{6: choice.algorithm} for choice in choices]
+    again = timing.tune_convolutions(small, x, repeats=1, warmup=0, retune=True)
+    assert [choice.layer for choice in again] == ["0", "2"]
 
 
 def test_both_inference_paths_compute_the_same_convolution(rng):
