@@ -9,8 +9,10 @@ section 4.2, Table 3).
     python -m demos.cifar_convnet --help
 
 The baseline trains with SGD (momentum 0.9, weight decay) and a per-step cosine learning
-rate on normalized images with random crops and flips (minissl.augment). Each SSL row
-trains from scratch with the group lasso on conv1-conv3 applied by the proximal step:
+rate on normalized images with random crops and flips (minissl.augment; --augment flip keeps
+only the flips, --augment none neither, as Caffe's cifar10_full). Each SSL row trains from
+scratch, or from the trained baseline's weights with --ssl-from-baseline, with the group
+lasso on conv1-conv3 applied by the proximal step:
 rows of W2 (FILTER groups: whole filters) and columns of W2 (SHAPE groups: one (c, kh, kw)
 fiber across all filters), with the lambdas of --rows-lambda and --columns-lambda scaled by
 the row's factor (--ssl-scales). Then groups with norm below --cut are zeroed (reported),
