@@ -73,17 +73,21 @@ class PhaseCheckpoints:
         path = self.path(phase)
         if not self.resume or not path.exists():
             return None
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-            meta = json.loads(str(arrays.pop("meta")))
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{path}: cannot be read ({error}); delete it to retrain "
-                                  f"that phase") from error
+        meta, arrays = _read(path, "; delete it to retrain that phase")
         if meta["phase"] != phase or meta["epochs"] != epochs:
             raise CheckpointError(f"{path}: made for {meta['epochs']} epochs of "
                                   f"{meta['phase']!r}, this run has {epochs} of {phase!r}")
         return meta, arrays
+
+
+def _read(path, advice=""):
+    """(meta dict, arrays dict) of a checkpoint file; CheckpointError when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        return json.loads(str(arrays.pop("meta"))), arrays
+    except (OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: cannot be read ({error}){advice}") from error
 
 
 def restore(meta, arrays, model, optimizer, schedule, rng):
@@ -110,12 +114,7 @@ def finished_weights(out, phase):
     if not path.exists():
         raise CheckpointError(f"{path}: not found; {out} holds no {phase!r} checkpoint (train "
                               f"that run first, or give the --out of one that has)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: cannot be read ({error})") from error
+    meta, arrays = _read(path)
     if meta.get("phase") != phase or meta.get("epoch") != meta.get("epochs"):
         raise CheckpointError(f"{path}: {phase!r} stopped after epoch {meta.get('epoch')} of "
                               f"{meta.get('epochs')}; resume that run to finish it first")

@@ -5,8 +5,8 @@
     augment:    a random 32x32 crop of the image zero-padded by 4 pixels on every side, then
                 a horizontal flip with probability 1/2 (He et al. 2016, section 4.2, for
                 ResNets on CIFAR-10), both drawn from a seeded Generator; or the flip alone
-                (`random_flip`), a milder augmentation for a small network that the crops
-                leave underfitting (the ConvNet: docs/results.md).
+                (`random_flip`; for the ConvNet it fit the training set better but tested
+                no better than crops + flips: docs/results.md).
 
 Both run on a whole batch at once: the crop and the flip are one fancy-indexing gather, the
 flip folded into the column index, so no Python loop runs per image. Measured cost:
