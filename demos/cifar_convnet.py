@@ -152,7 +152,7 @@ def result_row(name, model, split, rules=(), cut=None):
               f"{common.speed_text(row['whole_speedup'], row['whole_flags'])}x "
               f"(batch {compacted['batch']})")
     if cut is not None:
-        row["cut"] = {"groups_zeroed": cut.groups_zeroed,
+        row["cut"] = {"threshold": cut.threshold, "groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}
     return row
 

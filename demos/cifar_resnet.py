@@ -140,7 +140,7 @@ def result_row(name, model, split, rules=(), cut=None):
               f"network {common.speed_text(compacted['whole_speedup'], compacted['whole_flags'])}x "
               f"faster (batch {compacted['batch']})")
     if cut is not None:
-        row["cut"] = {"groups_zeroed": cut.groups_zeroed,
+        row["cut"] = {"threshold": cut.threshold, "groups_zeroed": cut.groups_zeroed,
                       "largest_norm_zeroed": cut.largest_norm_zeroed}
     return row
 

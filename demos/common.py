@@ -405,25 +405,26 @@ def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None,
 
 
 def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase=None,
-               augment=None):
+               augment=None, cut=None):
     """The SSL schedule every demo follows, returning (CutReport, error before, error after).
 
     1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr;
-    2. the reported cut: groups with 0 < norm < args.cut set to exactly zero, with the test
-       error before and after (DESIGN.md: the vanishing-threshold trap);
+    2. the reported cut: groups with 0 < norm < `cut` (default args.cut) set to exactly
+       zero, with the test error before and after (DESIGN.md: the vanishing-threshold trap);
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
     `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
+    cut_threshold = args.cut if cut is None else cut
     if lasso.config.min_prox_lr > 0:
         print(f"{name}: prox threshold max(lr, {lasso.config.min_prox_lr:g}) * lambda "
               f"(--prox-lr-floor)")
     train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
                 describe, augment)
     error_before = error_rate(model, split[2], split[3])
-    cut = lasso.zero_small_groups(args.cut)
+    cut = lasso.zero_small_groups(cut_threshold)
     error_after = error_rate(model, split[2], split[3])
-    print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {args.cut:g} set to exactly "
-          f"zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "
+    print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {cut.threshold:g} set to "
+          f"exactly zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "
           f"{error_before:.2%} -> {error_after:.2%}")
     if args.finetune_epochs:
         train_phase(model, args, split, record, f"{name} fine-tune", args.finetune_epochs,

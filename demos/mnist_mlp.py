@@ -133,7 +133,7 @@ def ssl_row(args, split, record, index, lambdas):
     return {"name": name, "error": common.error_rate(model, split[2], split[3]),
             "neurons": neurons, "flops_pct": layer_flops, "lambda": list(lambdas),
             "mode": args.mode, "zero_groups": zero_groups, "compacted": compacted,
-            "cut": {"threshold": args.cut, "groups_zeroed": cut.groups_zeroed,
+            "cut": {"threshold": cut.threshold, "groups_zeroed": cut.groups_zeroed,
                     "largest_norm_zeroed": cut.largest_norm_zeroed,
                     "error_before": error_before_cut, "error_after": error_after_cut},
             "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}  # (784,) bool, for the figure

@@ -28,7 +28,7 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
         assert len(row["speedup"]) == 2 and row["whole_speedup"] > 0
         cut = row["cut"]  # the cut zeroes only groups below its threshold, 1e-3 by default
         assert (cut["largest_norm_zeroed"] > 0) == (cut["groups_zeroed"] > 0)
-        assert cut["largest_norm_zeroed"] < 1e-3
+        assert cut["largest_norm_zeroed"] < 1e-3 and cut["threshold"] == 1e-3
         # the table counts what the compacted model keeps: conv1 keeps only the filters that
         # conv2 reads, never more than its nonzero filters
         assert row["filters"][0] == row["channels"][1] <= row["nonzero"]["filters"][0]
@@ -45,6 +45,22 @@ def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--shape-lambda", "-1", "0.1"])
     assert "must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mnist_lenet.parse_args(["--strong-shape-cut", "-0.1"])
+    assert "--strong-shape-cut must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_shapes_strong_row_cuts_at_its_own_threshold(tmp_path, no_mnist_anywhere, capsys):
+    out = tmp_path / "run"
+    mnist_lenet.main(["--offline", "--timing-seconds", "0", "--out", str(out), "--no-baseline",
+                      "--rows", "shapes-strong", "--ssl-epochs", "1", "--finetune-epochs", "0",
+                      "--strong-shape-lambda", "0.01", "0.01", "--strong-shape-cut", "0.2"])
+    printed = capsys.readouterr().out
+    assert "groups with 0 < norm < 0.2 set to exactly zero" in printed
+    cut = json.loads((out / "results.json").read_text())["rows"][0]["cut"]
+    assert cut["threshold"] == 0.2 and 0 < cut["groups_zeroed"]
+    assert 1e-3 <= cut["largest_norm_zeroed"] < 0.2  # groups the default 1e-3 cut would keep
 
 
 def test_help_documents_every_flag(capsys):
@@ -53,7 +69,7 @@ def test_help_documents_every_flag(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--quick", "--data", "--out", "--rows", "--filter-lambda", "--shape-lambda",
-                 "--strong-filter-lambda", "--strong-shape-lambda",
+                 "--strong-filter-lambda", "--strong-shape-lambda", "--strong-shape-cut",
                  "--cut", "--finetune-epochs", "--backend"):
         assert flag in text
 

@@ -86,10 +86,11 @@ def rules_for(model, kind, strengths, layer_type=None):
 
 @dataclasses.dataclass
 class CutReport:
-    """What `zero_small_groups` did: groups zeroed and the largest norm among them."""
+    """What `zero_small_groups(threshold)` did: groups zeroed and the largest norm among them."""
 
     groups_zeroed: int
     largest_norm_zeroed: float
+    threshold: float
 
 
 class GroupLasso:
@@ -147,7 +148,7 @@ class GroupLasso:
                 zeroed += int(cut.sum())
                 largest = max(largest, float(norms[cut].max()))
                 group_set.scale((~cut).astype(norms.dtype))
-        return CutReport(zeroed, largest)
+        return CutReport(zeroed, largest, float(threshold))
 
     def hold_zeros(self):
         """Return a ZeroHolder that keeps the groups that are zero now at zero."""
