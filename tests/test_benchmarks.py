@@ -5,13 +5,13 @@ import json
 import pytest
 
 from minissl.compact import compact
-from benchmarks import (conv_chunks, conv_tiles, gpu_epoch, input_pipeline, kernels, memory_reuse,
-                        profile_step, speedup, threads, train_throughput)
+from benchmarks import (conv_chunks, conv_tiles, filter_counts, gpu_epoch, input_pipeline, kernels,
+                        memory_reuse, profile_step, speedup, threads, train_throughput)
 
 
 @pytest.mark.parametrize("module", [kernels, speedup, threads, train_throughput, profile_step,
                                     input_pipeline, memory_reuse, gpu_epoch, conv_tiles,
-                                    conv_chunks])
+                                    conv_chunks, filter_counts])
 def test_every_benchmark_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
@@ -136,3 +136,18 @@ def test_gpu_epoch_times_one_whole_epoch_after_the_warm_up():
     assert epoch[0] == (0, batch) and epoch[-1] == (1000 - 1000 % batch, 1000)
     assert len(epoch) == -(-1000 // batch) and last == 1000 and seconds >= 0
     assert len(syncs) == 2 and cleared == [1]
+
+
+def test_filter_counts_sweeps_the_gemm_and_restores_the_padding(tmp_path, capsys):
+    from minissl.ops import conv as conv_module
+
+    out = tmp_path / "counts.json"
+    filter_counts.main(["--counts", "3", "5", "--depth", "8", "--width", "16", "--repeats", "2",
+                        "--batch", "2", "--rounds", "1", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "M =   3" in printed and "M =   5" in printed and "LeNet conv2" in printed
+    results = json.loads(out.read_text())
+    assert sorted(results["gemm_ms"]) == ["3", "4", "5"]
+    assert len(results["convolutions"]) == sum(len(case[4]) for case in filter_counts.CONV_CASES)
+    assert all(row["unpadded_over_padded"] > 0 for row in results["convolutions"])
+    assert conv_module.GEMM_FILTER_MULTIPLE == 4  # the benchmark leaves the default behind

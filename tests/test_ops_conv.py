@@ -233,10 +233,12 @@ def test_an_error_in_a_chunk_reaches_the_caller_and_the_workers_go_on():
 def test_filter_counts_padded_for_blas_give_the_unpadded_result(monkeypatch, cpu_backend, filters,
                                                                  rng):
     from minissl.ops import conv as conv_module
-    padded = conv_module._padded_filters(np.ones((filters, 6)), np)
-    assert padded.shape == (-(-filters // 4) * 4, 6)  # zero rows up to a multiple of four
+    padded = conv_module._padded_filters(np.ones((filters, 64)), np)
+    assert padded.shape == (-(-filters // 4) * 4, 64)  # zero rows up to a multiple of four
     assert np.all(padded[:filters] == 1) and np.all(padded[filters:] == 0)
-    x, weight = Tensor(rng.standard_normal((3, 2, 7, 7))), Tensor(rng.standard_normal((filters, 2, 3, 3)))
+    assert conv_module._padded_filters(np.ones((filters, 63)), np).shape == (filters, 63)
+    x = Tensor(rng.standard_normal((3, 8, 7, 7)))  # 8 channels x 3 x 3 = 72 columns: padded
+    weight = Tensor(rng.standard_normal((filters, 8, 3, 3)))
     bias = Tensor(rng.standard_normal(filters))
     out = ops.conv2d(x, weight, bias, padding=1).data
     monkeypatch.setattr(conv_module, "GEMM_FILTER_MULTIPLE", 1)  # no padding

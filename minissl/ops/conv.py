@@ -49,6 +49,7 @@ from minissl.tensor import Tensor
 
 COLS_CHUNK_ELEMENTS = 2 ** 20      # NumPy: patch chunks of 4 MB (float32) stay in cache
 GEMM_FILTER_MULTIPLE = 4  # NumPy: forward GEMMs on filter counts padded to a multiple of this
+GEMM_PAD_MIN_DEPTH = 64   # ... when W2 has at least this many columns (the GEMM is the cost)
 GPU_COLS_CHUNK_ELEMENTS = 2 ** 26  # CuPy: one chunk per batch on CIFAR shapes (few, big GEMMs)
 
 _SCRATCH = threading.local()  # .buffers: (name, array module, dtype) -> flat buffer
@@ -183,11 +184,13 @@ def _padded_filters(weight2, xp):
     23 filters 1.11 ms, 24 filters 0.84 ms, and no count faster than the next multiple of
     four; on whole compacted convolutions at batch 100 the zero rows made the call 4-19%
     faster (docs/results.md, "Filter counts that BLAS likes"). Compacted layers keep any
-    number of filters; their zero rows' outputs are computed and never read.
+    number of filters; their zero rows' outputs are computed and never read. Below
+    GEMM_PAD_MIN_DEPTH columns the GEMM is too small a share of the call for the extra rows
+    to pay (LeNet's 50 x 14 layer: 4% slower padded), so W2 is left as it is.
     """
-    c_out = weight2.shape[0]
+    c_out, depth = weight2.shape
     extra = -c_out % GEMM_FILTER_MULTIPLE
-    if xp is not np or extra == 0:
+    if xp is not np or extra == 0 or depth < GEMM_PAD_MIN_DEPTH:
         return weight2
     padded = xp.zeros((c_out + extra, weight2.shape[1]), dtype=weight2.dtype)
     padded[:c_out] = weight2
