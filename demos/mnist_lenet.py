@@ -52,10 +52,10 @@ DEFAULT_FILTER_LAMBDAS = (0.03, 0.06, 0.03)
 DEFAULT_STRONG_FILTER_LAMBDAS = (0.06, 0.17, 0.08)
 DEFAULT_SHAPE_LAMBDAS = (0.02, 0.03)
 DEFAULT_STRONG_SHAPE_LAMBDAS = (0.07, 0.12)
-# shapes-strong's cut: after its prox epochs conv2's last single channel keeps 9 columns with
-# norms of 0.18-0.42 and 15 more between 0.001 and 0.08, which the 1e-3 cut leaves (23
-# columns; paper #5: 14). Cutting at 0.02 and fine-tuning removes them (docs/results.md).
-DEFAULT_STRONG_SHAPE_CUT = 0.02
+# shapes-strong's cut: after its prox epochs conv2's one remaining channel keeps 9 columns
+# with norms of 0.18-0.42 and 15 more between 0.001 and 0.08, which the 1e-3 cut leaves (23
+# columns; paper #5: 14). Cutting at 0.025 leaves 14 (docs/results.md, sixth session).
+DEFAULT_STRONG_SHAPE_CUT = 0.025
 # each SSL row, the paper's row it aims at, and the flag holding its lambdas
 ROWS = {"filters": ("#2", "filter_lambda"), "filters-strong": ("#3", "strong_filter_lambda"),
         "shapes": ("#4", "shape_lambda"), "shapes-strong": ("#5", "strong_shape_lambda")}
