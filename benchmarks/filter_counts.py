@@ -26,23 +26,11 @@ CONV_CASES = [
 ]
 
 
-def median_ms(function, repeats):
-    """Median of `repeats` timed calls after 3 untimed ones, in milliseconds."""
-    import numpy as np
-
-    for _ in range(3):
-        function()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        samples.append(time.perf_counter() - start)
-    return 1000 * float(np.median(samples))
-
-
 def gemm_sweep(counts, depth, width, repeats):
-    """{M: ms} for W2 (M, depth) @ cols (depth, width), float32, for M in `counts`."""
+    """{M: median ms} for W2 (M, depth) @ cols (depth, width), float32, for M in `counts`."""
     import numpy as np
+
+    from minissl.timing import measure
 
     rng = np.random.default_rng(0)
     cols = rng.standard_normal((depth, width)).astype(np.float32)
@@ -50,7 +38,8 @@ def gemm_sweep(counts, depth, width, repeats):
     for filters in counts:
         weight2 = rng.standard_normal((filters, depth)).astype(np.float32)
         product = np.empty((filters, width), np.float32)
-        times[filters] = median_ms(lambda: np.matmul(weight2, cols, out=product), repeats)
+        timed = measure(lambda: np.matmul(weight2, cols, out=product), repeats=repeats)
+        times[filters] = 1000 * timed.median
     return times
 
 

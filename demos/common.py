@@ -414,14 +414,13 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
     `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
-    cut_threshold = args.cut if cut is None else cut
     if lasso.config.min_prox_lr > 0:
         print(f"{name}: prox threshold max(lr, {lasso.config.min_prox_lr:g}) * lambda "
               f"(--prox-lr-floor)")
     train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
                 describe, augment)
     error_before = error_rate(model, split[2], split[3])
-    cut = lasso.zero_small_groups(cut_threshold)
+    cut = lasso.zero_small_groups(args.cut if cut is None else cut)
     error_after = error_rate(model, split[2], split[3])
     print(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {cut.threshold:g} set to "
           f"exactly zero (largest such norm {cut.largest_norm_zeroed:.2e}); test error "

@@ -180,10 +180,11 @@ def _padded_filters(weight2, xp):
     arrays only; W2 itself when C_out is one already): the forward GEMM's filter count.
 
     OpenBLAS's sgemm takes the filters of W2 @ cols four at a time and runs a remainder of
-    one to three filters on slower edge kernels. Measured on one core (K = 357, N = 2816):
-    23 filters 1.11 ms, 24 filters 0.84 ms, and no count faster than the next multiple of
-    four; on whole compacted convolutions at batch 100 the zero rows made the call 4-19%
-    faster (docs/results.md, "Filter counts that BLAS likes"). Compacted layers keep any
+    one to three filters on slower edge kernels. Measured on one core (K = 357, N = 2816,
+    `python -m benchmarks.filter_counts`): 23 filters 1.03 ms, 24 filters 0.79 ms, and no
+    count faster than the next multiple of four; on whole compacted convolutions at batch
+    100 the zero rows made the call 3-20% faster (docs/results.md, "Filter counts that BLAS
+    likes"). Compacted layers keep any
     number of filters; their zero rows' outputs are computed and never read. Below
     GEMM_PAD_MIN_DEPTH columns the GEMM is too small a share of the call for the extra rows
     to pay (LeNet's 50 x 14 layer: 4% slower padded), so W2 is left as it is.
@@ -192,7 +193,7 @@ def _padded_filters(weight2, xp):
     extra = -c_out % GEMM_FILTER_MULTIPLE
     if xp is not np or extra == 0 or depth < GEMM_PAD_MIN_DEPTH:
         return weight2
-    padded = xp.zeros((c_out + extra, weight2.shape[1]), dtype=weight2.dtype)
+    padded = xp.zeros((c_out + extra, depth), dtype=weight2.dtype)
     padded[:c_out] = weight2
     return padded
 
