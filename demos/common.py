@@ -17,6 +17,7 @@ from tqdm import tqdm
 from minissl import (Tensor, augment, compact, data, no_grad, ops, optim, set_backend, timing,
                      to_numpy)
 from minissl.backend import array_module
+from minissl.nn import StateDictError
 
 from demos import checkpoint, harness
 from demos.harness import Diverged
@@ -122,6 +123,12 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr,
                             "(default 1e-3)")
     add_prox_floor_argument(group, prox_lr_floor)
     group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
+    group.add_argument("--ssl-phases-from", type=Path, default=None, metavar="DIR",
+                       help="do not train the prox epochs of each SSL row: take that row's "
+                            "finished prox phase from the earlier run whose --out was DIR, "
+                            "then cut (--cut) and fine-tune (--finetune-*) as this run says; "
+                            "a cheap way to try other cuts and fine-tuning on one SSL phase "
+                            "(give the same rows and lambdas as that run)")
 
 
 def add_prox_floor_argument(group, default=0.0):
@@ -141,6 +148,10 @@ def check_ssl_schedule(parser, args, lambdas):
         parser.error("--finetune-epochs, --cut, --prox-lr-floor and the lambdas must be >= 0")
     if args.momentum < 0 or args.weight_decay < 0:
         parser.error("--momentum and --weight-decay must be >= 0")
+    source = getattr(args, "ssl_phases_from", None)
+    if source is not None and not (source / "checkpoints").is_dir():
+        parser.error(f"--ssl-phases-from {source}: no checkpoints folder there (give the --out "
+                     f"of a run whose SSL phases finished)")
 
 
 def check_positive(parser, args, names):
@@ -408,7 +419,8 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
                augment=None, cut=None):
     """The SSL schedule every demo follows, returning (CutReport, error before, error after).
 
-    1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr;
+    1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr, or,
+       with --ssl-phases-from DIR, the weights this phase finished with in that run;
     2. the reported cut: groups with 0 < norm < `cut` (default args.cut) set to exactly
        zero, with the test error before and after (DESIGN.md: the vanishing-threshold trap);
     3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
@@ -417,8 +429,12 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
     if lasso.config.min_prox_lr > 0:
         print(f"{name}: prox threshold max(lr, {lasso.config.min_prox_lr:g}) * lambda "
               f"(--prox-lr-floor)")
-    train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr, lasso,
-                describe, augment)
+    source = getattr(args, "ssl_phases_from", None)
+    if source is None:
+        train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr,
+                    lasso, describe, augment)
+    else:
+        load_finished_phase(model, source, ssl_phase or name)
     error_before = error_rate(model, split[2], split[3])
     cut = lasso.zero_small_groups(args.cut if cut is None else cut)
     error_after = error_rate(model, split[2], split[3])
@@ -429,6 +445,16 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
         train_phase(model, args, split, record, f"{name} fine-tune", args.finetune_epochs,
                     args.finetune_lr, lasso.hold_zeros(), describe, augment)
     return cut, error_before, error_after
+
+
+def load_finished_phase(model, out, phase):
+    """Load into `model` the weights `phase` finished with in the run whose --out was `out`
+    (--ssl-phases-from); exits with one line when there are none or they do not fit."""
+    try:
+        model.load_state_dict(checkpoint.finished_weights(out, phase))
+    except (checkpoint.CheckpointError, StateDictError) as error:
+        raise SystemExit(f"error: --ssl-phases-from: {error}") from None
+    print(f"{phase}: prox epochs not trained; weights from the finished phase in {out}")
 
 
 SCALED_PHASES = ("ssl_epochs", "finetune_epochs")

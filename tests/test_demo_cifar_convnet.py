@@ -122,3 +122,30 @@ def test_ssl_from_baseline_refuses_what_it_cannot_start_from(tmp_path, capsys):
         "baseline", 1, 2, model, optimizer, schedule, np.random.default_rng(0), [])
     with pytest.raises(checkpoint.CheckpointError, match="stopped after epoch 1 of 2"):
         checkpoint.finished_weights(tmp_path / "half", "baseline")
+
+
+@pytest.mark.slow
+def test_ssl_phases_from_an_earlier_run_are_only_cut_and_fine_tuned(tmp_path, capsys):
+    quick = ["--synthetic", "100", "--timing-seconds", "0", "--batch-size", "32", "--augment",
+             "flip", "--no-baseline", "--ssl-epochs", "2", "--lr", "0.001", "--finetune-lr",
+             "0.001", "--cut", "0.3"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    cifar_convnet.main(quick + ["--ssl-scales", "1", "--finetune-epochs", "1", "--out", str(first)])
+    capsys.readouterr()
+    cifar_convnet.main(quick + ["--ssl-scales", "1", "--finetune-epochs", "2", "--out", str(second),
+                                "--ssl-phases-from", str(first)])
+    assert f"SSL x1: prox epochs not trained; weights from the finished phase in {first}" in (
+        capsys.readouterr().out)
+    earlier = json.loads((first / "results.json").read_text())
+    later = json.loads((second / "results.json").read_text())
+    # the same weights before the same cut: the same groups go
+    assert later["rows"][0]["cut"] == earlier["rows"][0]["cut"]
+    assert earlier["rows"][0]["cut"]["groups_zeroed"] > 0
+    assert [epoch["phase"] for epoch in later["history"]] == ["SSL x1 fine-tune"] * 2
+
+    with pytest.raises(SystemExit, match="holds no 'SSL x2' checkpoint"):
+        cifar_convnet.main(quick + ["--ssl-scales", "2", "--out", str(tmp_path / "third"),
+                                    "--ssl-phases-from", str(first)])
+    with pytest.raises(SystemExit):
+        cifar_convnet.parse_args(["--ssl-phases-from", str(tmp_path / "nothing")])
+    assert "no checkpoints folder there" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minissl import Tensor, compact, models, nn, no_grad, timing
+from minissl import Tensor, compact, models, nn, no_grad, ops, timing
 
 
 def test_measure_calls_warmup_plus_repeats_and_reports_the_median():
@@ -71,7 +71,7 @@ def test_layer_speed_reports_the_plans_flops_and_positive_times():
     assert speed.ideal_speedup == pytest.approx(2.0)
     assert min(speed.dense_s, speed.compact_s, speed.csr_s) > 0
     assert speed.efficiency == pytest.approx(speed.speedup / 2.0)
-    assert all(path in ("gemm", "tiles") for path in speed.paths)  # both convs were tuned
+    assert all(path in ops.conv.ALGORITHMS for path in speed.paths)  # both convs were tuned
     assert model[0].algorithms.get(4) == speed.paths[0]
 
 
@@ -110,7 +110,8 @@ def test_tune_convolutions_picks_a_path_per_conv_layer_and_batch_size(cpu_backen
     assert any(isinstance(layer, nn.GatheredConv2d) for layer in convs)
     for choice, layer in zip(choices, convs):
         assert choice.batch == 6 and layer.algorithms == {6: choice.algorithm}
-        assert choice.algorithm == ("tiles" if choice.tiles_s < choice.gemm_s else "gemm")
+        assert set(choice.seconds) == {"gemm", "tiles", "shifted"}  # LeNet's convs: stride 1
+        assert choice.algorithm == min(choice.seconds, key=choice.seconds.get)
     assert all("forward" not in vars(layer) for _, layer in small.named_modules())
     assert timing.tune_convolutions(small, x, repeats=1, warmup=0) == []  # tuned: kept
     assert [layer.algorithms for layer in convs] == [{6: choice.algorithm} for choice in choices]
@@ -118,18 +119,19 @@ def test_tune_convolutions_picks_a_path_per_conv_layer_and_batch_size(cpu_backen
     assert [choice.layer for choice in again] == ["0", "2"]
 
 
-def test_both_inference_paths_compute_the_same_convolution(rng):
+def test_every_inference_path_computes_the_same_convolution(rng):
     """Whatever tuning picks, the output is the layer's function (to float32 rounding)."""
     _, small = _lenet_with_shape_columns_removed()
     x = Tensor(rng.random((5, 1, 28, 28)).astype(np.float32))
     outputs = []
     with no_grad():
-        for algorithm in ("gemm", "tiles"):
+        for algorithm in ("gemm", "tiles", "shifted"):
             for _, layer in small.named_modules():
                 if hasattr(layer, "algorithms"):
                     layer.algorithms[5] = algorithm
             outputs.append(small(x).data)
-    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    for output in outputs[1:]:
+        np.testing.assert_allclose(output, outputs[0], rtol=1e-4, atol=1e-5)
 
 
 def test_tune_convolutions_finds_the_convs_inside_residual_blocks():
@@ -138,6 +140,9 @@ def test_tune_convolutions_finds_the_convs_inside_residual_blocks():
     choices = timing.tune_convolutions(model, x, repeats=1, warmup=0)
     names = [choice.layer for choice in choices]
     assert len(names) == 1 + 3 * 2 + 2  # stem, two per block, two projection shortcuts
+    layers = dict(model.named_modules())
+    for choice in choices:  # the shifted-runs kernel is timed on stride-1 layers only
+        assert ("shifted" in choice.seconds) == (layers[choice.layer].stride == 1)
     assert any("branch" in name for name in names) and any("shortcut" in name for name in names)
 
 

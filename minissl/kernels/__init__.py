@@ -180,6 +180,29 @@ def conv_algorithm(batch, filters, depth, pixels):
     return "tiles" if small else "gemm"
 
 
+def _inference_operands(name, x, weight2, kernel_h, kernel_w, stride, padding, rows, bias):
+    """Checked, contiguous operands of conv_tiles / conv_shifted and their empty output."""
+    _check_float(f"{name} input", x, 4)
+    _check_float(f"{name} weight2", weight2, 2)
+    if weight2.dtype != x.dtype:
+        raise TypeError(f"{name}: x is {x.dtype} but weight2 is {weight2.dtype}")
+    count = x.shape[1] * kernel_h * kernel_w
+    rows = np.arange(count, dtype=np.int64) if rows is None else _check_rows(rows, count)
+    if weight2.shape[1] != len(rows):
+        raise ValueError(f"{name}: weight2 {tuple(weight2.shape)} must have one column per "
+                         f"row ({len(rows)})")
+    xp = xp_of(x)
+    bias = xp.zeros(weight2.shape[0], dtype=x.dtype) if bias is None else bias
+    if tuple(bias.shape) != (weight2.shape[0],):
+        raise ValueError(f"{name}: bias must have shape ({weight2.shape[0]},), got "
+                         f"{tuple(bias.shape)}")
+    out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
+    out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
+    out = xp.empty((x.shape[0], weight2.shape[0], out_h, out_w), dtype=x.dtype)
+    return (xp.ascontiguousarray(x), xp.ascontiguousarray(weight2), xp.asarray(rows),
+            xp.ascontiguousarray(bias.astype(x.dtype, copy=False)), out)
+
+
 def conv_tiles(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, bias=None):
     """Convolution for inference, one image at a time from patch tiles kept in cache.
 
@@ -188,27 +211,22 @@ def conv_tiles(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, b
     ops.conv2d / conv2d_gathered compute, without autograd. Raises ValueError/TypeError for a
     wrong rank, dtype, rows or weight shape.
     """
-    _check_float("conv_tiles input", x, 4)
-    _check_float("conv_tiles weight2", weight2, 2)
-    if weight2.dtype != x.dtype:
-        raise TypeError(f"conv_tiles: x is {x.dtype} but weight2 is {weight2.dtype}")
-    count = x.shape[1] * kernel_h * kernel_w
-    rows = np.arange(count, dtype=np.int64) if rows is None else _check_rows(rows, count)
-    if weight2.shape[1] != len(rows):
-        raise ValueError(f"conv_tiles: weight2 {tuple(weight2.shape)} must have one column per "
-                         f"row ({len(rows)})")
-    xp = xp_of(x)
-    bias = xp.zeros(weight2.shape[0], dtype=x.dtype) if bias is None else bias
-    if tuple(bias.shape) != (weight2.shape[0],):
-        raise ValueError(f"conv_tiles: bias must have shape ({weight2.shape[0]},), got "
-                         f"{tuple(bias.shape)}")
-    out_h = conv_output_size(x.shape[2], kernel_h, stride, padding)
-    out_w = conv_output_size(x.shape[3], kernel_w, stride, padding)
-    out = xp.empty((x.shape[0], weight2.shape[0], out_h, out_w), dtype=x.dtype)
-    return _variant(x).conv_tiles(xp.ascontiguousarray(x), xp.ascontiguousarray(weight2),
-                                  xp.asarray(rows), kernel_h, kernel_w, stride, padding,
-                                  xp.ascontiguousarray(bias.astype(x.dtype, copy=False)),
+    x, weight2, rows, bias, out = _inference_operands("conv_tiles", x, weight2, kernel_h,
+                                                      kernel_w, stride, padding, rows, bias)
+    return _variant(x).conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
                                   numba.get_num_threads(), out)
+
+
+def conv_shifted(x, weight2, kernel_h, kernel_w, padding=0, rows=None, bias=None):
+    """Stride-1 convolution for inference from shifted runs of each image: no patch matrix
+    and no patch tile at all (numba_cpu.conv_shifted says how).
+
+    Shapes and errors as conv_tiles (stride is 1 by construction).
+    """
+    x, weight2, rows, bias, out = _inference_operands("conv_shifted", x, weight2, kernel_h,
+                                                      kernel_w, 1, padding, rows, bias)
+    return _variant(x).conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias,
+                                    numba.get_num_threads(), out)
 
 
 def _pool_sizes(x, kernel, stride, ceil_mode):

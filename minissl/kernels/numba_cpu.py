@@ -342,27 +342,31 @@ def avg_pool2d_backward(grad_out, height, width, kernel, stride):
 
 
 @njit(cache=True, fastmath={"contract"})
-def _gemm_rows(a, panel, c, i, rows, k0, depth, j0, j1):
-    """c[i:i+rows, j0:j1] += a[i:i+rows, k0:k0+depth] @ panel[:depth, :j1-j0], rows <= 4.
+def _gemm_rows(a, panel, offsets, c, i, rows, k0, depth, j0, j1):
+    """c[i:i+rows, j0:j1] += a[i:i+rows, k0:k0+depth] @ B, rows <= 4, where row k of B is
+    panel[offsets[k] : offsets[k] + j1-j0] (panel is flat: a packed block of b in `gemm`,
+    one image in `conv_shifted`).
 
-    Four rows of c and four rows of the packed b panel per step: 16 scalars of a stay in
-    registers and every inner loop runs over contiguous row slices, which LLVM turns into
-    SIMD fused multiply-adds (8 loads and 4 stores feed 16 vector FMAs).
+    Four rows of c and four rows of B per step: 16 scalars of a stay in registers and every
+    inner loop runs over contiguous row slices, which LLVM turns into SIMD fused
+    multiply-adds (8 loads and 4 stores feed 16 vector FMAs).
     """
     width = j1 - j0
     if rows < 4:  # the last 1-3 rows of a tile: one row at a time
         for r in range(i, i + rows):
             crow = c[r, j0:j1]
             for k in range(depth):
-                brow, p = panel[k, :width], a[r, k0 + k]
+                start, p = offsets[k], a[r, k0 + k]
+                brow = panel[start:start + width]
                 for j in range(width):
                     crow[j] += p * brow[j]
         return
     c0, c1, c2, c3 = c[i, j0:j1], c[i + 1, j0:j1], c[i + 2, j0:j1], c[i + 3, j0:j1]
     k4 = depth // 4 * 4
     for k in range(0, k4, 4):
-        b0, b1 = panel[k, :width], panel[k + 1, :width]
-        b2, b3 = panel[k + 2, :width], panel[k + 3, :width]
+        o0, o1, o2, o3 = offsets[k], offsets[k + 1], offsets[k + 2], offsets[k + 3]
+        b0, b1 = panel[o0:o0 + width], panel[o1:o1 + width]
+        b2, b3 = panel[o2:o2 + width], panel[o3:o3 + width]
         a0, a1, a2, a3 = a[i, k0 + k:k0 + k + 4], a[i + 1, k0 + k:k0 + k + 4], \
             a[i + 2, k0 + k:k0 + k + 4], a[i + 3, k0 + k:k0 + k + 4]
         p0, p1, p2, p3 = a0[0], a0[1], a0[2], a0[3]
@@ -376,7 +380,8 @@ def _gemm_rows(a, panel, c, i, rows, k0, depth, j0, j1):
             c2[j] += r0 * x0 + r1 * x1 + r2 * x2 + r3 * x3
             c3[j] += s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3
     for k in range(k4, depth):
-        brow = panel[k, :width]
+        start = offsets[k]
+        brow = panel[start:start + width]
         p, q, r, s = a[i, k0 + k], a[i + 1, k0 + k], a[i + 2, k0 + k], a[i + 3, k0 + k]
         for j in range(width):
             c0[j] += p * brow[j]
@@ -408,11 +413,13 @@ def gemm(a, b):
         i1, j1 = min(i0 + GEMM_MC, m), min(j0 + GEMM_NC, n)
         # row stride padded off a power of two so the four b rows do not share cache sets
         packed = np.empty((GEMM_KC, GEMM_NC + 16), dtype=a.dtype)
+        panel = packed.reshape(-1)
+        offsets = np.arange(GEMM_KC) * (GEMM_NC + 16)  # row k of the panel
         for k0 in range(0, depth, GEMM_KC):
             k1 = min(k0 + GEMM_KC, depth)
             packed[:k1 - k0, :j1 - j0] = b[k0:k1, j0:j1]
             for i in range(i0, i1, 4):
-                _gemm_rows(a, packed, padded, i, min(4, i1 - i), k0, k1 - k0, j0, j1)
+                _gemm_rows(a, panel, offsets, padded, i, min(4, i1 - i), k0, k1 - k0, j0, j1)
     return np.ascontiguousarray(padded[:, :n])
 
 
@@ -620,4 +627,95 @@ def _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
         tile = np.zeros((rows.shape[0], out.shape[2] * out.shape[3]), dtype=x.dtype)
         _conv_tile_images(x, weight2, *geometry, stride, bias, out, tile,
                           run * batch // runs, (run + 1) * batch // runs)
+    return out
+
+
+@njit(cache=True, fastmath={"contract"})
+def _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide, start, stop):
+    """Images start ... stop-1 of conv_shifted, one after the other.
+
+    Shapes: x (B, C, H, W); image (C, H + 2p, W + 2p), zero outside the interior (which is
+    overwritten per image when padding > 0); wide (N, span) with span = (OH-1)*(W+2p) + OW.
+    """
+    filters, depth = weight2.shape
+    height, width = x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    row_length = width + 2 * padding  # output pixel (oh, ow) sits at oh*row_length + ow
+    span = wide.shape[1]
+    flat = image.reshape(-1)
+    for b in range(start, stop):
+        if padding > 0:
+            image[:, padding:padding + height, padding:padding + width] = x[b]
+            panel = flat
+        else:
+            panel = x[b].reshape(-1)
+        for n in range(filters):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
+            row, value = wide[n], bias[n]
+            for t in range(span):
+                row[t] = value
+        for i in range(0, filters, 4):
+            _gemm_rows(weight2, panel, offsets, wide, i, min(4, filters - i), 0, depth, 0, span)
+        for n in range(filters):  # drop the kw-1 columns between output rows
+            row, plane = wide[n], out[b, n]
+            for oh in range(out_h):
+                source = row[oh * row_length:oh * row_length + out_w]
+                target = plane[oh]
+                for ow in range(out_w):
+                    target[ow] = source[ow]
+
+
+@njit(cache=True)
+def _shifted_offsets(rows, kernel_h, kernel_w, height, width):
+    """Where kept row (c, kh, kw) starts in an image of (C, height, width) flattened."""
+    return ((rows // (kernel_h * kernel_w)) * (height * width)
+            + (rows // kernel_w % kernel_h) * width + rows % kernel_w)
+
+
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
+    """Inference convolution for stride 1 on shifted image rows (see reference.conv_shifted).
+
+    Shapes: x (B, C, H, W) C-contiguous, weight2 (N, R), rows (R,) int64 (c, kh, kw)
+    indices, bias (N,) -> out (B, N, OH, OW), overwritten and returned.
+    With stride 1, patch row (c, kh, kw) of output pixel (oh, ow) is input pixel
+    (c, oh + kh, ow + kw). Computed on rows as wide as the (padded) image, W' = W + 2p, the
+    pixels oh*W' + ow of patch row (c, kh, kw) are one contiguous run of the image,
+    starting at c*H'*W' + kh*W' + kw: no patch tile is built at all. Each image's product
+    W2 @ those runs goes into a (N, span) buffer, register-blocked (_gemm_rows), and its
+    OW-wide rows are copied into the output; the kw-1 wrapped-around columns between them
+    are computed and dropped (W'/OW times the multiply-adds: 1.5x for LeNet's conv2). The
+    batch is split into `runs` runs of images, one per thread; a single run stays on the
+    calling thread.
+    """
+    runs = max(1, min(x.shape[0], runs))
+    if runs == 1:
+        return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, padding, bias, out)
+    return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs,
+                                  out)
+
+
+@njit(cache=True)
+def _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding, out):
+    channels, height, width = x.shape[1], x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
+    offsets = _shifted_offsets(rows, kernel_h, kernel_w, height, width)
+    span = (out.shape[2] - 1) * width + out.shape[3]
+    image = np.zeros((channels, height, width) if padding > 0 else (1, 1, 1), dtype=x.dtype)
+    wide = np.empty((weight2.shape[0], span), dtype=x.dtype)
+    return offsets, image, wide
+
+
+@njit(cache=True)
+def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, padding, bias, out):
+    offsets, image, wide = _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding, out)
+    _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide, 0, x.shape[0])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
+    batch = x.shape[0]
+    for run in prange(runs):
+        offsets, image, wide = _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding,
+                                                out)
+        _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide,
+                             run * batch // runs, (run + 1) * batch // runs)
     return out

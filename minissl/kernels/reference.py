@@ -240,3 +240,27 @@ def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs
     product = (weight2 @ cols).reshape(filters, batch, out_h, out_w)  # (N, B, OH, OW)
     out[...] = product.transpose(1, 0, 2, 3) + bias[None, :, None, None]
     return out
+
+
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
+    """Stride-1 inference convolution from shifted runs of the flattened (padded) image.
+
+    Shapes: x (B, C, H, W), weight2 (N, R), rows (R,) int64 indices of (c, kh, kw), bias (N,)
+    -> out (B, N, OH, OW), overwritten and returned. On rows as wide as the padded image
+    (W' = W + 2p), patch row (c, kh, kw) of the output pixels oh*W' + ow is the run of the
+    flattened image starting at c*H'*W' + kh*W' + kw; the product is taken on those runs and
+    the kw-1 wrapped-around columns of every output row dropped. (`runs`: the Numba twin's
+    thread split; unused here.)
+    """
+    xp = xp_of(x)
+    batch, filters, out_h, out_w = out.shape
+    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    _, _, height, width = padded.shape
+    starts = ((rows // (kernel_h * kernel_w)) * height * width
+              + (rows // kernel_w % kernel_h) * width + rows % kernel_w)
+    span = (out_h - 1) * width + out_w
+    runs_of_pixels = padded.reshape(batch, -1)[:, starts[:, None] + xp.arange(span)]  # (B, R, span)
+    wide = xp.einsum("nr,brs->bns", weight2, runs_of_pixels) + bias[None, :, None]
+    wide = xp.concatenate([wide, xp.zeros((batch, filters, width - out_w), wide.dtype)], axis=2)
+    out[...] = wide.reshape(batch, filters, out_h, width)[..., :out_w]
+    return out

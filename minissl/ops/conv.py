@@ -18,9 +18,10 @@ sums over C_out*KH*KW terms instead of C_out, which BLAS runs faster.
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
 through a small layer, kernels.conv_algorithm) runs the per-image tile kernel instead
-(kernels.conv_tiles): same result, without the fixed costs of the GEMM path. A caller may
-name the path instead (`algorithm`): minissl.timing.tune_convolutions picks it per layer and
-batch size by timing both.
+(kernels.conv_tiles): same result, without the fixed costs of the GEMM path. A stride-1
+layer has a third path, kernels.conv_shifted, which multiplies shifted runs of each image
+without building any patch matrix. A caller may name the path instead (`algorithm`):
+minissl.timing.tune_convolutions picks it per layer and batch size by timing them.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
@@ -243,18 +244,22 @@ def _grad_x_by_correlation(grad_out, flipped2, geometry, serial, grad_x):
                                                                 pixels).transpose(1, 0, 2)
 
 
-ALGORITHMS = ("gemm", "tiles")  # what an inference call may be told to run (None: cost model)
+# What an inference call may be told to run (None: the cost model): im2col + BLAS, the
+# per-image tile kernel, or (stride 1 only) the shifted-runs kernel.
+ALGORITHMS = ("gemm", "tiles", "shifted")
 
 
 def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
-    """The convolution without autograd on the per-image tile kernel, or None when a gradient
-    may be wanted or `algorithm` is "gemm" (None: the cost model, kernels.conv_algorithm,
-    decides).
+    """The convolution without autograd on the per-image tile kernel or the shifted-runs
+    kernel, or None when a gradient may be wanted or `algorithm` is "gemm" (None: the cost
+    model, kernels.conv_algorithm, decides).
 
     Only on the Numba backend with NumPy arrays; the result equals Conv2d's to rounding.
     """
     if algorithm is not None and algorithm not in ALGORITHMS:
         raise ValueError(f"conv algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
+    if algorithm == "shifted" and stride != 1:
+        raise ValueError(f"conv algorithm 'shifted' needs stride 1, got stride {stride}")
     tensors = (x, weight2) if bias is None else (x, weight2, bias)
     if (is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)) or (
             get_backend() != "numba" or xp_of(x.data) is not np):
@@ -263,10 +268,14 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     out_w = kernels.conv_output_size(x.shape[3], kernel_size[1], stride, padding)
     if algorithm is None:
         algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w)
-    if algorithm != "tiles":
-        return None
-    return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding, rows,
-                                     None if bias is None else bias.data))
+    bias = None if bias is None else bias.data
+    if algorithm == "tiles":
+        return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding,
+                                         rows, bias))
+    if algorithm == "shifted":
+        return Tensor(kernels.conv_shifted(x.data, weight2.data, *kernel_size, padding, rows,
+                                           bias))
+    return None
 
 
 def _check_conv_inputs(x, weight, bias, c_in, name):
@@ -290,8 +299,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     -> (B, C_out, OH, OW) with OH = (H + 2*padding - KH) // stride + 1 (likewise OW).
     dtype: x and weight must share float32 or float64. Raises ValueError naming the shapes
     when the channels do not match or the kernel does not fit the padded input.
-    `algorithm` ("gemm", "tiles" or None: the cost model) picks the path of an inference call
-    on the Numba backend; calls that may need a gradient always take im2col + BLAS.
+    `algorithm` ("gemm", "tiles", "shifted" (stride 1) or None: the cost model) picks the path
+    of an inference call on the Numba backend; calls that may need a gradient always take
+    im2col + BLAS.
     """
     if isinstance(weight, Tensor) and weight.ndim != 4:
         raise ValueError(f"conv2d expects x (B, C_in, H, W) and weight (C_out, C_in, KH, KW), "
