@@ -1,6 +1,7 @@
 """Which inference convolution is faster, shape by shape: the per-image tile kernel
-(kernels.conv_tiles) or im2col + BLAS GEMM + layout pass (ops.Conv2d), and whether the cost
-model (kernels.conv_algorithm) picks the faster one.
+(kernels.conv_tiles), im2col + BLAS GEMM + layout pass (ops.Conv2d) or, all these shapes
+being stride 1, the shifted-runs kernel (kernels.conv_shifted); and whether the cost model
+(kernels.conv_algorithm, tiles or gemm) picks the faster of its two.
 
     python -m benchmarks.conv_tiles                 # LeNet's compacted layers, CIFAR layers
     python -m benchmarks.conv_tiles --batch 1 --json out.json
@@ -9,8 +10,9 @@ model (kernels.conv_algorithm) picks the faster one.
 Random inputs, float32, Numba backend, no autograd. The shapes: the compacted LeNet layers of
 the paper's rows #2-#5 (DESIGN.md, Tables 1 and 2: conv1 2-4 filters on 1 channel, conv2
 12-50 filters on 1-4 channels or 14-41 gathered columns), the dense LeNet layers, and the
-CIFAR ConvNet's and ResNet-20's layers. Each pair is timed side by side (minissl.timing.compare):
-the ratio is the median of per-round gemm time / tiles time, > 1 when the tiles are faster.
+CIFAR ConvNet's and ResNet-20's layers. The three are timed side by side
+(minissl.timing.compare); a ratio is the median of per-round gemm time / tiles (or shifted)
+time, > 1 when that kernel is faster than BLAS.
 """
 
 import argparse
@@ -43,7 +45,8 @@ SHAPES = [
 
 
 def measure(batch, repeats):
-    """One row per shape: times of both algorithms, their ratio and the cost model's pick."""
+    """One row per shape: times of the three algorithms, the ratios to gemm, the cost model's
+    pick and the fastest."""
     import minissl
     from minissl import Tensor, kernels, no_grad, timing
     from minissl.ops.conv import Conv2d
@@ -68,30 +71,42 @@ def measure(batch, repeats):
         def tiles():
             return kernels.conv_tiles(x, weight2, kernel, kernel, stride, padding, rows, bias)
 
+        def shifted():
+            return kernels.conv_shifted(x, weight2, kernel, kernel, padding, rows, bias)
+
         with no_grad():
             np.testing.assert_allclose(tiles(), gemm().data, rtol=1e-3, atol=1e-3)
-            (slow, fast), samples = timing.compare([gemm, tiles], repeats=repeats, warmup=3)
+            np.testing.assert_allclose(shifted(), gemm().data, rtol=1e-3, atol=1e-3)
+            (slow, fast, runs), samples = timing.compare([gemm, tiles, shifted],
+                                                         repeats=repeats, warmup=3)
         ratio = timing.Ratio.of(samples[0], samples[1])
+        shifted_ratio = timing.Ratio.of(samples[0], samples[2])
         pixels = (kernels.conv_output_size(height, kernel, stride, padding)
                   * kernels.conv_output_size(width, kernel, stride, padding))
         pick = kernels.conv_algorithm(batch, filters, depth, pixels)
         faster = "tiles" if ratio.median > 1 else "gemm"
+        times = {"gemm": slow.median, "tiles": fast.median, "shifted": runs.median}
         rows_out.append({"shape": name, "batch": batch, "filters": filters, "depth": depth,
                          "pixels": pixels,
                          "gemm_ms": 1e3 * slow.median, "tiles_ms": 1e3 * fast.median,
+                         "shifted_ms": 1e3 * runs.median,
                          "ratio": ratio.median, "ratio_iqr": [ratio.q1, ratio.q3],
-                         "pick": pick, "faster": faster})
+                         "shifted_ratio": shifted_ratio.median,
+                         "shifted_ratio_iqr": [shifted_ratio.q1, shifted_ratio.q3],
+                         "pick": pick, "faster": faster,
+                         "fastest": min(times, key=times.get)})
     return rows_out
 
 
 def print_table(rows):
     print(f"{'shape':<28}{'N':>4}{'R':>5}{'OH*OW':>7}{'gemm ms':>9}{'tiles ms':>10}"
-          f"{'gemm/tiles':>11}   pick   faster")
+          f"{'shifted ms':>11}{'gemm/tiles':>11}{'gemm/shifted':>13}   pick   faster   fastest")
     for row in rows:
-        mark = "" if row["pick"] == row["faster"] or abs(row["ratio"] - 1) < 0.1 else "  <- wrong"
+        mark = "" if row["pick"] == row["faster"] or abs(row["ratio"] - 1) < 0.1 else " <- wrong"
         print(f"{row['shape']:<28}{row['filters']:>4}{row['depth']:>5}{row['pixels']:>7}"
-              f"{row['gemm_ms']:>9.3f}{row['tiles_ms']:>10.3f}{row['ratio']:>11.2f}   "
-              f"{row['pick']:<7}{row['faster']}{mark}")
+              f"{row['gemm_ms']:>9.3f}{row['tiles_ms']:>10.3f}{row['shifted_ms']:>11.3f}"
+              f"{row['ratio']:>11.2f}{row['shifted_ratio']:>13.2f}   "
+              f"{row['pick']:<7}{row['faster'] + mark:<17}{row['fastest']}")
 
 
 def parse_args(argv):
@@ -113,7 +128,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     rows = []
     for batch in args.batch:
-        print(f"\nbatch {batch} (gemm/tiles > 1: the tile kernel is faster)")
+        print(f"\nbatch {batch} (gemm/tiles > 1: the tile kernel is faster than BLAS; "
+              f"pick and faster: the cost model's choice between those two and the right one)")
         measured = measure(batch, args.repeats)
         print_table(measured)
         rows += measured

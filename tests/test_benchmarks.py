@@ -36,7 +36,9 @@ def test_conv_tiles_times_every_shape_and_says_what_the_cost_model_picks(tmp_pat
     conv_tiles.main(["--batch", "2", "--repeats", "2", "--json", str(path)])
     rows = json.loads(path.read_text())["rows"]
     assert [row["shape"] for row in rows] == [shape[0] for shape in conv_tiles.SHAPES]
-    assert all(row["gemm_ms"] > 0 and row["tiles_ms"] > 0 for row in rows)
+    assert all(row["gemm_ms"] > 0 and row["tiles_ms"] > 0 and row["shifted_ms"] > 0
+               for row in rows)
+    assert all(row["fastest"] in ("gemm", "tiles", "shifted") for row in rows)
     picks = {row["shape"]: row["pick"] for row in rows}
     assert picks["LeNet #5 conv2"] == "tiles" and picks["ConvNet conv2"] == "gemm"
     assert "gemm/tiles" in capsys.readouterr().out
