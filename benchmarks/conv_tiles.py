@@ -1,7 +1,7 @@
 """Which inference convolution is faster, shape by shape: the per-image tile kernel
 (kernels.conv_tiles), im2col + BLAS GEMM + layout pass (ops.Conv2d) or, all these shapes
 being stride 1, the shifted-runs kernel (kernels.conv_shifted); and whether the cost model
-(kernels.conv_algorithm, tiles or gemm) picks the faster of its two.
+(kernels.conv_algorithm) picks the fastest.
 
     python -m benchmarks.conv_tiles                 # LeNet's compacted layers, CIFAR layers
     python -m benchmarks.conv_tiles --batch 1 --json out.json
@@ -83,8 +83,7 @@ def measure(batch, repeats):
         shifted_ratio = timing.Ratio.of(samples[0], samples[2])
         pixels = (kernels.conv_output_size(height, kernel, stride, padding)
                   * kernels.conv_output_size(width, kernel, stride, padding))
-        pick = kernels.conv_algorithm(batch, filters, depth, pixels)
-        faster = "tiles" if ratio.median > 1 else "gemm"
+        pick = kernels.conv_algorithm(batch, filters, depth, pixels, stride)
         times = {"gemm": slow.median, "tiles": fast.median, "shifted": runs.median}
         rows_out.append({"shape": name, "batch": batch, "filters": filters, "depth": depth,
                          "pixels": pixels,
@@ -93,20 +92,22 @@ def measure(batch, repeats):
                          "ratio": ratio.median, "ratio_iqr": [ratio.q1, ratio.q3],
                          "shifted_ratio": shifted_ratio.median,
                          "shifted_ratio_iqr": [shifted_ratio.q1, shifted_ratio.q3],
-                         "pick": pick, "faster": faster,
-                         "fastest": min(times, key=times.get)})
+                         "pick": pick, "fastest": min(times, key=times.get),
+                         "pick_over_fastest": times[pick] / min(times.values())})
     return rows_out
 
 
 def print_table(rows):
     print(f"{'shape':<28}{'N':>4}{'R':>5}{'OH*OW':>7}{'gemm ms':>9}{'tiles ms':>10}"
-          f"{'shifted ms':>11}{'gemm/tiles':>11}{'gemm/shifted':>13}   pick   faster   fastest")
+          f"{'shifted ms':>11}{'gemm/tiles':>11}{'gemm/shifted':>13}   pick     fastest")
     for row in rows:
-        mark = "" if row["pick"] == row["faster"] or abs(row["ratio"] - 1) < 0.1 else " <- wrong"
+        # a pick more than 10% slower than the fastest path is marked
+        mark = f" <- {row['pick_over_fastest']:.2f}x slower" if (
+            row["pick_over_fastest"] > 1.1) else ""
         print(f"{row['shape']:<28}{row['filters']:>4}{row['depth']:>5}{row['pixels']:>7}"
               f"{row['gemm_ms']:>9.3f}{row['tiles_ms']:>10.3f}{row['shifted_ms']:>11.3f}"
               f"{row['ratio']:>11.2f}{row['shifted_ratio']:>13.2f}   "
-              f"{row['pick']:<7}{row['faster'] + mark:<17}{row['fastest']}")
+              f"{row['pick']:<9}{row['fastest']}{mark}")
 
 
 def parse_args(argv):
@@ -128,8 +129,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     rows = []
     for batch in args.batch:
-        print(f"\nbatch {batch} (gemm/tiles > 1: the tile kernel is faster than BLAS; "
-              f"pick and faster: the cost model's choice between those two and the right one)")
+        print(f"\nbatch {batch} (gemm/tiles, gemm/shifted > 1: that kernel is faster than "
+              f"BLAS; pick: the cost model's choice)")
         measured = measure(batch, args.repeats)
         print_table(measured)
         rows += measured

@@ -162,20 +162,28 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 
 
 # Which algorithm an inference convolution runs on the CPU: a cost model measured with
-# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches").
+# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches"
+# and "Shifted runs instead of patches").
 # im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
 # that a few images through a small layer do not amortize: there (batch 1 and 8, at most
 # 0.45M multiply-adds per image) the per-image tile kernel was 1.2-4.0x faster. Layers of
 # 1.6M multiply-adds per image or more were faster on BLAS at every batch, and at batch 100
 # the tiles were slower on every CIFAR layer and mixed on LeNet's, so they run only on small
-# calls.
+# calls. A stride-1 layer with at least SHIFTED_MIN_PIXELS output pixels (the LeNet conv1s,
+# ConvNet conv1-conv2, ResNet's 32x32 and 16x16 stages) was fastest on the shifted-runs
+# kernel at batch 1 and 100 alike (1.0-4.7x BLAS); on 8x8 outputs the kw-1 wrapped columns
+# it computes and drops cost 25-50% more work, and there it lost to BLAS on the larger layers.
 TILE_MAX_BATCH = 16
 TILE_MAX_MACS_PER_IMAGE = 1_000_000
+SHIFTED_MIN_PIXELS = 256
 
 
-def conv_algorithm(batch, filters, depth, pixels):
-    """"tiles" or "gemm" for an inference convolution of `batch` images with W2 of shape
-    (filters, depth) and `pixels` = OH*OW output positions (the cost model above)."""
+def conv_algorithm(batch, filters, depth, pixels, stride=1):
+    """"shifted", "tiles" or "gemm" for an inference convolution of `batch` images with W2 of
+    shape (filters, depth), `pixels` = OH*OW output positions and `stride` (the cost model
+    above)."""
+    if stride == 1 and pixels >= SHIFTED_MIN_PIXELS:
+        return "shifted"
     small = batch <= TILE_MAX_BATCH and filters * depth * pixels <= TILE_MAX_MACS_PER_IMAGE
     return "tiles" if small else "gemm"
 

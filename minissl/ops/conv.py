@@ -17,10 +17,10 @@ sums over C_out*KH*KW terms instead of C_out, which BLAS runs faster.
 
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
-through a small layer, kernels.conv_algorithm) runs the per-image tile kernel instead
-(kernels.conv_tiles): same result, without the fixed costs of the GEMM path. A stride-1
-layer has a third path, kernels.conv_shifted, which multiplies shifted runs of each image
-without building any patch matrix. A caller may name the path instead (`algorithm`):
+through a small layer) runs the per-image tile kernel instead (kernels.conv_tiles): same
+result, without the fixed costs of the GEMM path; and a stride-1 layer with large output
+maps the shifted-runs kernel (kernels.conv_shifted), which multiplies shifted runs of each
+image without building any patch matrix (the cost model: kernels.conv_algorithm). A caller may name the path instead (`algorithm`):
 minissl.timing.tune_convolutions picks it per layer and batch size by timing them.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
@@ -267,7 +267,8 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     out_h = kernels.conv_output_size(x.shape[2], kernel_size[0], stride, padding)
     out_w = kernels.conv_output_size(x.shape[3], kernel_size[1], stride, padding)
     if algorithm is None:
-        algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w)
+        algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w,
+                                           stride)
     bias = None if bias is None else bias.data
     if algorithm == "tiles":
         return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding,
