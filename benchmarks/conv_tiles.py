@@ -1,7 +1,7 @@
 """Which inference convolution is faster, shape by shape: the per-image tile kernel
-(kernels.conv_tiles), im2col + BLAS GEMM + layout pass (ops.Conv2d) or, all these shapes
-being stride 1, the shifted-runs kernel (kernels.conv_shifted); and whether the cost model
-(kernels.conv_algorithm) picks the fastest.
+(kernels.conv_tiles), im2col + BLAS GEMM + layout pass (ops.Conv2d) or the shifted-runs
+kernel (kernels.conv_shifted); and whether the cost model (kernels.conv_algorithm) picks
+the fastest.
 
     python -m benchmarks.conv_tiles                 # LeNet's compacted layers, CIFAR layers
     python -m benchmarks.conv_tiles --batch 1 --json out.json
@@ -72,7 +72,8 @@ def measure(batch, repeats):
             return kernels.conv_tiles(x, weight2, kernel, kernel, stride, padding, rows, bias)
 
         def shifted():
-            return kernels.conv_shifted(x, weight2, kernel, kernel, padding, rows, bias)
+            return kernels.conv_shifted(x, weight2, kernel, kernel, stride, padding, rows,
+                                        bias)
 
         with no_grad():
             np.testing.assert_allclose(tiles(), gemm().data, rtol=1e-3, atol=1e-3)

@@ -5,8 +5,8 @@ Absolute times on shared machines are noisy; ratios measured in one run are what
 so benchmarks time the things they compare side by side with these helpers:
 `measure` (any call), `layer_speed` (one layer: dense vs compacted vs CSR) and
 `network_speedup` (whole model, dense vs compacted). `tune_convolutions` times each conv
-layer's inference paths (im2col + BLAS, the per-image tile kernel, and for stride 1 the
-shifted-runs kernel) on its real input and keeps the fastest on the layer for that batch size; the speed comparisons run it on both
+layer's inference paths (im2col + BLAS, the per-image tile kernel, the shifted-runs
+kernel) on its real input and keeps the fastest on the layer for that batch size; the speed comparisons run it on both
 sides first, so that each layer is timed on its best path.
 
 Every figure carries its spread, the interquartile range (IQR) over the timed calls; a
@@ -212,7 +212,7 @@ def speedup_flags(speedup, quartiles, flop_pct):
 @dataclass(frozen=True)
 class ConvChoice:
     """The path tune_convolutions picked for one conv layer at one batch size, and the median
-    seconds per call of every path it timed ({"gemm": s, "tiles": s[, "shifted": s]})."""
+    seconds per call of every path it timed ({"gemm": s, "tiles": s, "shifted": s})."""
 
     layer: str
     batch: int
@@ -222,7 +222,7 @@ class ConvChoice:
 
 def tune_convolution(name, layer, x, repeats=7, warmup=2):
     """Time `layer` (a Conv2d or GatheredConv2d) on x by im2col + BLAS, by the tile kernel
-    and, for stride 1, by the shifted-runs kernel, side by side, and keep the fastest in
+    and by the shifted-runs kernel, side by side, and keep the fastest in
     `layer.algorithms[B]` (mutates the layer).
 
     Shapes: x (B, C_in, H, W). Returns a ConvChoice, or None on a backend without these
@@ -232,7 +232,7 @@ def tune_convolution(name, layer, x, repeats=7, warmup=2):
     if get_backend() != "numba" or xp_of(x.data) is not np:
         return None
     batch = x.shape[0]
-    paths = ["gemm", "tiles"] + (["shifted"] if layer.stride == 1 else [])
+    paths = ["gemm", "tiles", "shifted"]
 
     def run(algorithm):
         layer.algorithms[batch] = algorithm

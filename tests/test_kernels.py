@@ -357,14 +357,14 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(conv_geometries(), st.integers(1, 9), st.integers(1, 4), st.booleans(),
        st.integers(0, 2**16))
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
-    """The stride-1 shifted-runs convolution (inference) on random shapes, padding, kept rows,
-    filter counts (1-9: the 4-row blocks and the rows left over) and thread splits equals its
-    NumPy reference, and both equal im2col + GEMM."""
-    x, kernel_h, kernel_w, _, padding = case
+    """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
+    rows, filter counts (1-9: the 4-row blocks and the rows left over) and thread splits
+    equals its NumPy reference, and both equal im2col + GEMM."""
+    x, kernel_h, kernel_w, stride, padding = case
     rng = np.random.default_rng(seed)
     count = x.shape[1] * kernel_h * kernel_w
     rows = np.arange(count)
@@ -374,19 +374,20 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
         rows = np.flatnonzero(picked)
     weight2 = rng.standard_normal((filters, len(rows))).astype(x.dtype)
     bias = rng.standard_normal(filters).astype(x.dtype)
-    shape = (x.shape[0], filters, *_sizes(x, kernel_h, kernel_w, 1, padding))
-    got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, kernel_h, kernel_w,
-                                 padding, bias, runs, np.full(shape, np.nan, x.dtype))
-    expected = reference.conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs,
+    shape = (x.shape[0], filters, *_sizes(*case))
+    geometry = (kernel_h, kernel_w, stride, padding)
+    got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
+                                 np.full(shape, np.nan, x.dtype))
+    expected = reference.conv_shifted(x, weight2, rows, *geometry, bias, runs,
                                       np.full(shape, np.nan, x.dtype))
-    by_gemm = reference.conv_tiles(x, weight2, rows, kernel_h, kernel_w, 1, padding, bias, runs,
+    by_gemm = reference.conv_tiles(x, weight2, rows, *geometry, bias, runs,
                                    np.empty(shape, x.dtype))
     tolerance = 1e-5 if x.dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(expected, by_gemm, rtol=tolerance, atol=tolerance)
 
 
-def test_conv_shifted_is_stride_one_only_and_checks_its_arguments():
+def test_conv_shifted_checks_its_arguments_and_runs_under_ops():
     from minissl import Tensor, no_grad, ops
 
     x = np.zeros((1, 2, 5, 5), np.float32)
@@ -394,9 +395,12 @@ def test_conv_shifted_is_stride_one_only_and_checks_its_arguments():
         kernels.conv_shifted(x, np.zeros((3, 5), np.float32), 3, 3)
     with pytest.raises(TypeError, match="conv_shifted: x is float32 but weight2 is float64"):
         kernels.conv_shifted(x, np.zeros((3, 18)), 3, 3)
-    with no_grad(), pytest.raises(ValueError, match="'shifted' needs stride 1, got stride 2"):
-        ops.conv2d(Tensor(x), Tensor(np.zeros((3, 2, 3, 3), np.float32)), stride=2,
-                   algorithm="shifted")
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 2, 9, 8)).astype(np.float32))
+    weight = Tensor(np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32))
+    with no_grad():
+        shifted = ops.conv2d(x, weight, stride=2, padding=1, algorithm="shifted")
+        by_gemm = ops.conv2d(x, weight, stride=2, padding=1, algorithm="gemm")
+    np.testing.assert_allclose(shifted.data, by_gemm.data, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_tiles_arguments_are_validated():

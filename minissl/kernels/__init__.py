@@ -225,16 +225,15 @@ def conv_tiles(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, b
                                   numba.get_num_threads(), out)
 
 
-def conv_shifted(x, weight2, kernel_h, kernel_w, padding=0, rows=None, bias=None):
-    """Stride-1 convolution for inference from shifted runs of each image: no patch matrix
-    and no patch tile at all (numba_cpu.conv_shifted says how).
-
-    Shapes and errors as conv_tiles (stride is 1 by construction).
+def conv_shifted(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, bias=None):
+    """Convolution for inference from shifted runs of each image (of its phase planes when
+    strided or padded): no patch matrix and no patch tile at all (numba_cpu.conv_shifted
+    says how). Shapes and errors as conv_tiles.
     """
     x, weight2, rows, bias, out = _inference_operands("conv_shifted", x, weight2, kernel_h,
-                                                      kernel_w, 1, padding, rows, bias)
-    return _variant(x).conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias,
-                                    numba.get_num_threads(), out)
+                                                      kernel_w, stride, padding, rows, bias)
+    return _variant(x).conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding,
+                                    bias, numba.get_num_threads(), out)
 
 
 def _pool_sizes(x, kernel, stride, ceil_mode):

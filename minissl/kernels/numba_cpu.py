@@ -631,31 +631,44 @@ def _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
 
 
 @njit(cache=True, fastmath={"contract"})
-def _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide, start, stop):
+def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, start,
+                         stop):
     """Images start ... stop-1 of conv_shifted, one after the other.
 
-    Shapes: x (B, C, H, W); image (C, H + 2p, W + 2p), zero outside the interior (which is
-    overwritten per image when padding > 0); wide (N, span) with span = (OH-1)*(W+2p) + OW.
+    Shapes: x (B, C, H, W); phases (C, s, s, H', W') with H' = ceil((H + 2p) / s) (likewise
+    W'), zero wherever padding is read (those entries are never written, so they stay zero
+    from image to image), unused when s == 1 and p == 0; wide (N, span) with
+    span = (OH-1)*W' + OW.
     """
     filters, depth = weight2.shape
     height, width = x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
-    row_length = width + 2 * padding  # output pixel (oh, ow) sits at oh*row_length + ow
+    row_length = phases.shape[4]  # W': output pixel (oh, ow) sits at oh*W' + ow of `wide`
     span = wide.shape[1]
-    flat = image.reshape(-1)
+    direct = stride == 1 and padding == 0
+    if direct:
+        row_length = width
+    flat = phases.reshape(-1)
     for b in range(start, stop):
-        if padding > 0:
-            image[:, padding:padding + height, padding:padding + width] = x[b]
-            panel = flat
-        else:
+        if direct:
             panel = x[b].reshape(-1)
+        else:  # padded pixel (h, w) of channel c -> phase plane (c, h % s, w % s), (h//s, w//s)
+            for c in range(x.shape[1]):
+                for ih in range(height):
+                    h = ih + padding
+                    target = phases[c, h % stride, :, h // stride]
+                    source = x[b, c, ih]
+                    for iw in range(width):
+                        w = iw + padding
+                        target[w % stride, w // stride] = source[iw]
+            panel = flat
         for n in range(filters):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
             row, value = wide[n], bias[n]
             for t in range(span):
                 row[t] = value
         for i in range(0, filters, 4):
             _gemm_rows(weight2, panel, offsets, wide, i, min(4, filters - i), 0, depth, 0, span)
-        for n in range(filters):  # drop the kw-1 columns between output rows
+        for n in range(filters):  # drop the wrapped-around columns between output rows
             row, plane = wide[n], out[b, n]
             for oh in range(out_h):
                 source = row[oh * row_length:oh * row_length + out_w]
@@ -665,57 +678,68 @@ def _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide, s
 
 
 @njit(cache=True)
-def _shifted_offsets(rows, kernel_h, kernel_w, height, width):
-    """Where kept row (c, kh, kw) starts in an image of (C, height, width) flattened."""
-    return ((rows // (kernel_h * kernel_w)) * (height * width)
-            + (rows // kernel_w % kernel_h) * width + rows % kernel_w)
+def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
+    """Where each kept row (c, kh, kw) starts in the flattened phase planes, and this
+    thread's buffers (see conv_shifted)."""
+    channels = x.shape[1]
+    height = -(-(x.shape[2] + 2 * padding) // stride)  # H' = ceil((H + 2p) / s)
+    width = -(-(x.shape[3] + 2 * padding) // stride)
+    if stride == 1 and padding == 0:
+        width = x.shape[3]
+    c, kh, kw = rows // (kernel_h * kernel_w), rows // kernel_w % kernel_h, rows % kernel_w
+    phase = (c * stride + kh % stride) * stride + kw % stride
+    offsets = phase * (height * width) + (kh // stride) * width + kw // stride
+    span = (out.shape[2] - 1) * width + out.shape[3]
+    if stride == 1 and padding == 0:
+        phases = np.zeros((1, 1, 1, 1, width), dtype=x.dtype)  # not used: x itself is read
+    else:
+        phases = np.zeros((channels, stride, stride, height, width), dtype=x.dtype)
+    wide = np.empty((weight2.shape[0], span), dtype=x.dtype)
+    return offsets, phases, wide
 
 
-def conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
-    """Inference convolution for stride 1 on shifted image rows (see reference.conv_shifted).
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+    """Inference convolution on shifted runs of each image (see reference.conv_shifted).
 
     Shapes: x (B, C, H, W) C-contiguous, weight2 (N, R), rows (R,) int64 (c, kh, kw)
     indices, bias (N,) -> out (B, N, OH, OW), overwritten and returned.
-    With stride 1, patch row (c, kh, kw) of output pixel (oh, ow) is input pixel
-    (c, oh + kh, ow + kw). Computed on rows as wide as the (padded) image, W' = W + 2p, the
-    pixels oh*W' + ow of patch row (c, kh, kw) are one contiguous run of the image,
-    starting at c*H'*W' + kh*W' + kw: no patch tile is built at all. Each image's product
-    W2 @ those runs goes into a (N, span) buffer, register-blocked (_gemm_rows), and its
-    OW-wide rows are copied into the output; the kw-1 wrapped-around columns between them
-    are computed and dropped (W'/OW times the multiply-adds: 1.5x for LeNet's conv2). The
-    batch is split into `runs` runs of images, one per thread; a single run stays on the
-    calling thread.
+    Patch row (c, kh, kw) of output pixel (oh, ow) is padded input pixel
+    (c, oh*s + kh, ow*s + kw). Split each padded image into s*s phase planes
+    (c, h % s, w % s) of H' x W' pixels (h // s, w // s): that pixel is pixel
+    (oh + kh//s, ow + kw//s) of one plane. Computed on rows as wide as a plane, the output
+    pixels oh*W' + ow of patch row (c, kh, kw) are then one contiguous run of the planes,
+    starting at offsets[r]: no patch tile is built at all (for stride 1 without padding the
+    image itself is the one plane). Each image's product W2 @ those runs goes into a
+    (N, span) buffer, register-blocked (_gemm_rows), and its OW-wide rows are copied into
+    the output; the W'-OW wrapped-around columns between them are computed and dropped
+    (W'/OW times the multiply-adds: 1.5x for LeNet's conv2, 1.04x for AlexNet's conv1).
+    The batch is split into `runs` runs of images, one per thread; a single run stays on
+    the calling thread.
     """
     runs = max(1, min(x.shape[0], runs))
     if runs == 1:
-        return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, padding, bias, out)
-    return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs,
-                                  out)
+        return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
+                                    bias, out)
+    return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
+                                  runs, out)
 
 
 @njit(cache=True)
-def _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding, out):
-    channels, height, width = x.shape[1], x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
-    offsets = _shifted_offsets(rows, kernel_h, kernel_w, height, width)
-    span = (out.shape[2] - 1) * width + out.shape[3]
-    image = np.zeros((channels, height, width) if padding > 0 else (1, 1, 1), dtype=x.dtype)
-    wide = np.empty((weight2.shape[0], span), dtype=x.dtype)
-    return offsets, image, wide
-
-
-@njit(cache=True)
-def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, padding, bias, out):
-    offsets, image, wide = _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding, out)
-    _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide, 0, x.shape[0])
+def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, out):
+    offsets, phases, wide = _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride,
+                                            padding, out)
+    _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, 0,
+                         x.shape[0])
     return out
 
 
 @njit(parallel=True, cache=True)
-def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
+def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs,
+                           out):
     batch = x.shape[0]
     for run in prange(runs):
-        offsets, image, wide = _shifted_buffers(x, weight2, rows, kernel_h, kernel_w, padding,
-                                                out)
-        _conv_shifted_images(x, weight2, offsets, bias, padding, out, image, wide,
+        offsets, phases, wide = _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride,
+                                                padding, out)
+        _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide,
                              run * batch // runs, (run + 1) * batch // runs)
     return out

@@ -242,24 +242,32 @@ def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs
     return out
 
 
-def conv_shifted(x, weight2, rows, kernel_h, kernel_w, padding, bias, runs, out):
-    """Stride-1 inference convolution from shifted runs of the flattened (padded) image.
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+    """Inference convolution from shifted runs of each image's phase planes.
 
     Shapes: x (B, C, H, W), weight2 (N, R), rows (R,) int64 indices of (c, kh, kw), bias (N,)
-    -> out (B, N, OH, OW), overwritten and returned. On rows as wide as the padded image
-    (W' = W + 2p), patch row (c, kh, kw) of the output pixels oh*W' + ow is the run of the
-    flattened image starting at c*H'*W' + kh*W' + kw; the product is taken on those runs and
-    the kw-1 wrapped-around columns of every output row dropped. (`runs`: the Numba twin's
-    thread split; unused here.)
+    -> out (B, N, OH, OW), overwritten and returned. The padded image is split into s*s
+    phase planes (c, h % s, w % s) of H' x W' pixels (h // s, w // s); on output rows as wide
+    as a plane (W'), patch row (c, kh, kw) of the output pixels oh*W' + ow is the run of the
+    flattened planes starting at plane (c, kh % s, kw % s), pixel (kh // s, kw // s). The
+    product is taken on those runs and the W'-OW wrapped-around columns of every output row
+    dropped. (`runs`: the Numba twin's thread split; unused here.)
     """
     xp = xp_of(x)
     batch, filters, out_h, out_w = out.shape
-    padded = xp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    _, _, height, width = padded.shape
-    starts = ((rows // (kernel_h * kernel_w)) * height * width
-              + (rows // kernel_w % kernel_h) * width + rows % kernel_w)
+    channels = x.shape[1]
+    height = -(-(x.shape[2] + 2 * padding) // stride)  # H', W'
+    width = -(-(x.shape[3] + 2 * padding) // stride)
+    padded = xp.pad(x, ((0, 0), (0, 0),
+                        (padding, height * stride - x.shape[2] - padding),
+                        (padding, width * stride - x.shape[3] - padding)))
+    phases = padded.reshape(batch, channels, height, stride, width, stride)
+    phases = phases.transpose(0, 1, 3, 5, 2, 4).reshape(batch, -1)  # (B, C*s*s*H'*W')
+    c, kh, kw = rows // (kernel_h * kernel_w), rows // kernel_w % kernel_h, rows % kernel_w
+    phase = (c * stride + kh % stride) * stride + kw % stride
+    starts = phase * (height * width) + (kh // stride) * width + kw // stride
     span = (out_h - 1) * width + out_w
-    runs_of_pixels = padded.reshape(batch, -1)[:, starts[:, None] + xp.arange(span)]  # (B, R, span)
+    runs_of_pixels = phases[:, starts[:, None] + xp.arange(span)]  # (B, R, span)
     wide = xp.einsum("nr,brs->bns", weight2, runs_of_pixels) + bias[None, :, None]
     wide = xp.concatenate([wide, xp.zeros((batch, filters, width - out_w), wide.dtype)], axis=2)
     out[...] = wide.reshape(batch, filters, out_h, width)[..., :out_w]

@@ -18,9 +18,9 @@ sums over C_out*KH*KW terms instead of C_out, which BLAS runs faster.
 The GEMMs are BLAS (`xp.matmul` into reused buffers); im2col/col2im are the backend's kernels.
 Without autograd (inference under no_grad) on the Numba backend, a small call (a few images
 through a small layer) runs the per-image tile kernel instead (kernels.conv_tiles): same
-result, without the fixed costs of the GEMM path; and a stride-1 layer with large output
-maps the shifted-runs kernel (kernels.conv_shifted), which multiplies shifted runs of each
-image without building any patch matrix (the cost model: kernels.conv_algorithm). A caller may name the path instead (`algorithm`):
+result, without the fixed costs of the GEMM path; and a layer with large output maps the
+shifted-runs kernel (kernels.conv_shifted), which multiplies shifted runs of each image
+without building any patch matrix (the cost model: kernels.conv_algorithm). A caller may name the path instead (`algorithm`):
 minissl.timing.tune_convolutions picks it per layer and batch size by timing them.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
@@ -245,7 +245,7 @@ def _grad_x_by_correlation(grad_out, flipped2, geometry, serial, grad_x):
 
 
 # What an inference call may be told to run (None: the cost model): im2col + BLAS, the
-# per-image tile kernel, or (stride 1 only) the shifted-runs kernel.
+# per-image tile kernel, or the shifted-runs kernel.
 ALGORITHMS = ("gemm", "tiles", "shifted")
 
 
@@ -258,8 +258,6 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     """
     if algorithm is not None and algorithm not in ALGORITHMS:
         raise ValueError(f"conv algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
-    if algorithm == "shifted" and stride != 1:
-        raise ValueError(f"conv algorithm 'shifted' needs stride 1, got stride {stride}")
     tensors = (x, weight2) if bias is None else (x, weight2, bias)
     if (is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)) or (
             get_backend() != "numba" or xp_of(x.data) is not np):
@@ -274,8 +272,8 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
         return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding,
                                          rows, bias))
     if algorithm == "shifted":
-        return Tensor(kernels.conv_shifted(x.data, weight2.data, *kernel_size, padding, rows,
-                                           bias))
+        return Tensor(kernels.conv_shifted(x.data, weight2.data, *kernel_size, stride, padding,
+                                           rows, bias))
     return None
 
 
@@ -300,8 +298,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     -> (B, C_out, OH, OW) with OH = (H + 2*padding - KH) // stride + 1 (likewise OW).
     dtype: x and weight must share float32 or float64. Raises ValueError naming the shapes
     when the channels do not match or the kernel does not fit the padded input.
-    `algorithm` ("gemm", "tiles", "shifted" (stride 1) or None: the cost model) picks the path
-    of an inference call on the Numba backend; calls that may need a gradient always take
+    `algorithm` ("gemm", "tiles", "shifted" or None: the cost model) picks the path of an
+    inference call on the Numba backend; calls that may need a gradient always take
     im2col + BLAS.
     """
     if isinstance(weight, Tensor) and weight.ndim != 4:
