@@ -425,9 +425,11 @@ def test_a_convolution_without_autograd_takes_the_tile_kernel_and_agrees():
     previous = minissl.get_backend()
     minissl.set_backend("numba")
     try:
-        assert kernels.conv_algorithm(3, 4, 18, 25) == "tiles"
+        assert kernels.conv_algorithm(3, 4, 18, 25, stride=2) == "tiles"
         assert kernels.conv_algorithm(100, 50, 500, 64) == "gemm"
         assert kernels.conv_algorithm(100, 4, 25, 576) == "shifted"
+        assert kernels.conv_algorithm(100, 32, 800, 256) == "gemm"
+        assert kernels.conv_algorithm(1, 32, 800, 256) == "shifted"
         assert kernels.conv_algorithm(100, 4, 25, 576, stride=2) == "gemm"
         trained = ops.conv2d(x, weight, None, 2, 1)
         with no_grad():

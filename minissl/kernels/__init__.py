@@ -165,26 +165,31 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 # `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches"
 # and "Shifted runs instead of patches").
 # im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
-# that a few images through a small layer do not amortize: there (batch 1 and 8, at most
-# 0.45M multiply-adds per image) the per-image tile kernel was 1.2-4.0x faster. Layers of
-# 1.6M multiply-adds per image or more were faster on BLAS at every batch, and at batch 100
-# the tiles were slower on every CIFAR layer and mixed on LeNet's, so they run only on small
-# calls. A stride-1 layer with at least SHIFTED_MIN_PIXELS output pixels (the LeNet conv1s,
-# ConvNet conv1-conv2, ResNet's 32x32 and 16x16 stages) was fastest on the shifted-runs
-# kernel at batch 1 and 100 alike (1.0-4.7x BLAS); on 8x8 outputs the kw-1 wrapped columns
-# it computes and drops cost 25-50% more work, and there it lost to BLAS on the larger layers.
+# that small layers do not amortize. For stride 1, the shifted-runs kernel, which builds no
+# patches at all, was the fastest path at batch 1 and 100 on every layer of at most
+# SHIFTED_MAX_MACS_PER_IMAGE multiply-adds per image (LeNet's layers, compacted or not,
+# the CIFAR stems; 1.1-8x faster than BLAS), and on the larger layers with 32x32 outputs;
+# on 16x16 outputs only at small batches, and on 8x8 outputs (where the kw-1 wrapped
+# columns it computes and drops are 25-50% more work) BLAS won. For strided layers: the
+# per-image tile kernel for a few images through a small layer (1.2-4x faster than BLAS at
+# batch 1 and 8), BLAS otherwise.
 TILE_MAX_BATCH = 16
 TILE_MAX_MACS_PER_IMAGE = 1_000_000
-SHIFTED_MIN_PIXELS = 256
+SHIFTED_MAX_MACS_PER_IMAGE = 1_000_000
+SHIFTED_MIN_PIXELS = 1024        # ... or at least this many output pixels,
+SHIFTED_MIN_PIXELS_SMALL = 256   # ... or this many at batch <= TILE_MAX_BATCH
 
 
 def conv_algorithm(batch, filters, depth, pixels, stride=1):
     """"shifted", "tiles" or "gemm" for an inference convolution of `batch` images with W2 of
     shape (filters, depth), `pixels` = OH*OW output positions and `stride` (the cost model
     above)."""
-    if stride == 1 and pixels >= SHIFTED_MIN_PIXELS:
-        return "shifted"
-    small = batch <= TILE_MAX_BATCH and filters * depth * pixels <= TILE_MAX_MACS_PER_IMAGE
+    macs = filters * depth * pixels  # per image
+    if stride == 1:
+        shifted = (macs <= SHIFTED_MAX_MACS_PER_IMAGE or pixels >= SHIFTED_MIN_PIXELS
+                   or (batch <= TILE_MAX_BATCH and pixels >= SHIFTED_MIN_PIXELS_SMALL))
+        return "shifted" if shifted else "gemm"
+    small = batch <= TILE_MAX_BATCH and macs <= TILE_MAX_MACS_PER_IMAGE
     return "tiles" if small else "gemm"
 
 
