@@ -363,7 +363,8 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
     """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
     rows, filter counts (1-9: the 4-row blocks and the rows left over) and thread splits
-    equals its NumPy reference, and both equal im2col + GEMM."""
+    (over images, and over an image's filters) equals its NumPy reference, and both equal
+    im2col + GEMM."""
     x, kernel_h, kernel_w, stride, padding = case
     rng = np.random.default_rng(seed)
     count = x.shape[1] * kernel_h * kernel_w
@@ -378,8 +379,16 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     geometry = (kernel_h, kernel_w, stride, padding)
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
+    threshold = numba_cpu.SHIFTED_SPLIT_MACS
+    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split every image's filters over the threads too
+    try:
+        split = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
+                                       runs + 1, np.full(shape, np.nan, x.dtype))
+    finally:
+        numba_cpu.SHIFTED_SPLIT_MACS = threshold
     expected = reference.conv_shifted(x, weight2, rows, *geometry, bias, runs,
                                       np.full(shape, np.nan, x.dtype))
+    np.testing.assert_array_equal(split, got)  # the same sums, whichever thread does them
     by_gemm = reference.conv_tiles(x, weight2, rows, *geometry, bias, runs,
                                    np.empty(shape, x.dtype))
     tolerance = 1e-5 if x.dtype == np.float32 else 1e-12

@@ -20,6 +20,10 @@ GEMM_KC = 256
 GEMM_NC = 512
 GEMM_MC = 128
 
+# conv_shifted splits an image's filters over threads from this many multiply-adds per image
+# (AlexNet's layers at batch 1); below it a second thread costs more than it saves.
+SHIFTED_SPLIT_MACS = 2_000_000
+
 
 @njit(cache=True)
 def increasing_within(rows, count):
@@ -698,7 +702,7 @@ def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
     return offsets, phases, wide
 
 
-def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, threads, out):
     """Inference convolution on shifted runs of each image (see reference.conv_shifted).
 
     Shapes: x (B, C, H, W) C-contiguous, weight2 (N, R), rows (R,) int64 (c, kh, kw)
@@ -713,15 +717,23 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, ru
     (N, span) buffer, register-blocked (_gemm_rows), and its OW-wide rows are copied into
     the output; the W'-OW wrapped-around columns between them are computed and dropped
     (W'/OW times the multiply-adds: 1.5x for LeNet's conv2, 1.04x for AlexNet's conv1).
-    The batch is split into `runs` runs of images, one per thread; a single run stays on
-    the calling thread.
+    The work is split over `threads` threads: into runs of images, and when there are fewer
+    images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more, each
+    image's filters into parts too (blocks of four; each part splits the image into its
+    own phase planes). Work for one thread stays on the calling thread: entering a
+    parallel Numba function costs about 30 microseconds.
     """
-    runs = max(1, min(x.shape[0], runs))
-    if runs == 1:
+    batch, filters = x.shape[0], weight2.shape[0]
+    runs = max(1, min(batch, threads))
+    span = (out.shape[2] - 1) * (x.shape[3] + 2 * padding) // stride + out.shape[3]
+    parts = 1
+    if runs < threads and filters * weight2.shape[1] * span >= SHIFTED_SPLIT_MACS:
+        parts = min(threads // runs, (filters + 3) // 4)
+    if runs * parts == 1:
         return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
                                     bias, out)
     return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
-                                  runs, out)
+                                  runs, parts, out)
 
 
 @njit(cache=True)
@@ -735,11 +747,18 @@ def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
 
 @njit(parallel=True, cache=True)
 def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs,
-                           out):
-    batch = x.shape[0]
-    for run in prange(runs):
-        offsets, phases, wide = _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride,
-                                                padding, out)
-        _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide,
-                             run * batch // runs, (run + 1) * batch // runs)
+                           parts, out):
+    batch, filters = x.shape[0], weight2.shape[0]
+    blocks = (filters + 3) // 4
+    for task in prange(runs * parts):  # (run of images, part of the filters)
+        run, part = task // parts, task % parts
+        low = min(filters, part * blocks // parts * 4)
+        high = min(filters, (part + 1) * blocks // parts * 4)
+        if low < high:
+            weights = weight2[low:high]
+            offsets, phases, wide = _shifted_layout(x, weights, rows, kernel_h, kernel_w,
+                                                    stride, padding, out)
+            _conv_shifted_images(x, weights, offsets, bias[low:high], stride, padding,
+                                 out[:, low:high], phases, wide, run * batch // runs,
+                                 (run + 1) * batch // runs)
     return out

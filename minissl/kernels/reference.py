@@ -242,7 +242,7 @@ def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs
     return out
 
 
-def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs, out):
+def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, threads, out):
     """Inference convolution from shifted runs of each image's phase planes.
 
     Shapes: x (B, C, H, W), weight2 (N, R), rows (R,) int64 indices of (c, kh, kw), bias (N,)
@@ -251,7 +251,7 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, ru
     as a plane (W'), patch row (c, kh, kw) of the output pixels oh*W' + ow is the run of the
     flattened planes starting at plane (c, kh % s, kw % s), pixel (kh // s, kw // s). The
     product is taken on those runs and the W'-OW wrapped-around columns of every output row
-    dropped. (`runs`: the Numba twin's thread split; unused here.)
+    dropped. (`threads`: the Numba twin's thread count; unused here.)
     """
     xp = xp_of(x)
     batch, filters, out_h, out_w = out.shape
