@@ -358,13 +358,13 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
 
 
 @settings(max_examples=80, deadline=None)
-@given(conv_geometries(), st.integers(1, 9), st.integers(1, 4), st.booleans(),
+@given(conv_geometries(), st.integers(1, 20), st.integers(1, 4), st.booleans(),
        st.integers(0, 2**16))
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
     """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
-    rows, filter counts (1-9: the 4-row blocks and the rows left over) and thread splits
-    (over images, and over an image's filters) equals its NumPy reference, and both equal
-    im2col + GEMM."""
+    rows, filter counts (1-20: the 4-row blocks, the rows left over, two blocks per part of a
+    split) and thread splits (over images, and over an image's filters) equals its NumPy
+    reference, and both equal im2col + GEMM."""
     x, kernel_h, kernel_w, stride, padding = case
     rng = np.random.default_rng(seed)
     count = x.shape[1] * kernel_h * kernel_w
@@ -380,7 +380,7 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
     threshold = numba_cpu.SHIFTED_SPLIT_MACS
-    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split every image's filters over the threads too
+    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split an image's filters over the threads too (>= 16)
     try:
         split = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
                                        runs + 1, np.full(shape, np.nan, x.dtype))

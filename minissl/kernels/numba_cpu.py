@@ -660,11 +660,16 @@ def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases
             for c in range(x.shape[1]):
                 for ih in range(height):
                     h = ih + padding
-                    target = phases[c, h % stride, :, h // stride]
+                    target = phases[c, h % stride, :, h // stride]  # (s, W')
                     source = x[b, c, ih]
-                    for iw in range(width):
-                        w = iw + padding
-                        target[w % stride, w // stride] = source[iw]
+                    for phase in range(stride):
+                        # plane column j holds padded column j*s + phase, input column
+                        # j*s + phase - p, inside the image for j in [first, last)
+                        first = max(0, (padding - phase + stride - 1) // stride)
+                        last = min(row_length, (width - 1 + padding - phase) // stride + 1)
+                        row = target[phase]
+                        for j in range(first, last):
+                            row[j] = source[j * stride + phase - padding]
             panel = flat
         for n in range(filters):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
             row, value = wide[n], bias[n]
@@ -719,8 +724,8 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     (W'/OW times the multiply-adds: 1.5x for LeNet's conv2, 1.04x for AlexNet's conv1).
     The work is split over `threads` threads: into runs of images, and when there are fewer
     images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more, each
-    image's filters into parts too (blocks of four; each part splits the image into its
-    own phase planes). Work for one thread stays on the calling thread: entering a
+    image's filters into parts too (at least two blocks of four filters each; each part
+    splits the image into its own phase planes). Work for one thread stays on the calling thread: entering a
     parallel Numba function costs about 30 microseconds.
     """
     batch, filters = x.shape[0], weight2.shape[0]
@@ -728,7 +733,7 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     span = (out.shape[2] - 1) * (x.shape[3] + 2 * padding) // stride + out.shape[3]
     parts = 1
     if runs < threads and filters * weight2.shape[1] * span >= SHIFTED_SPLIT_MACS:
-        parts = min(threads // runs, (filters + 3) // 4)
+        parts = max(1, min(threads // runs, filters // 8))  # two blocks of four per part
     if runs * parts == 1:
         return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
                                     bias, out)
