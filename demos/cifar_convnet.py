@@ -33,9 +33,8 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 
 import argparse
 import sys
-from pathlib import Path
 
-from demos import checkpoint, common
+from demos import common
 from minissl import augment, models, plots, ssl, to_numpy
 from minissl.ssl import GroupKind, GroupRule
 
@@ -84,14 +83,8 @@ def parse_args(argv):
                             f"(default {' '.join(map(str, DEFAULT_COLUMN_LAMBDAS))})")
     common.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                       finetune_lr=0.002)
-    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None, metavar="DIR",
-                       help="start each SSL row from the trained baseline's weights instead of "
-                            "from scratch: the baseline of this run, or with DIR the finished "
-                            "baseline of an earlier run whose --out was DIR")
+    common.add_start_from_baseline_argument(group)
     args = parser.parse_args(argv)
-    if args.ssl_from_baseline == "" and args.no_baseline:
-        parser.error("--ssl-from-baseline without DIR starts from this run's baseline, which "
-                     "--no-baseline skips; give the DIR of a run that trained one")
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
     common.check_ssl_schedule(parser, args, lambdas)
     if args.synthetic is not None and args.synthetic < 20:
@@ -206,13 +199,11 @@ def train_rows(args, split, record, start):
     (--ssl-from-baseline DIR; filled by the baseline otherwise)."""
     if not args.no_baseline:
         common.train_row(record, "baseline", lambda: baseline_row(args, split, record, start))
-    weights = None
-    if args.ssl_from_baseline is not None:
-        weights = start.get("weights")
-        if weights is None and args.ssl_scales:
-            print("note: the baseline diverged, so the SSL rows it would start have no weights; "
-                  "skipped")
-            return
+    if args.ssl_from_baseline is not None and start.get("weights") is None and args.ssl_scales:
+        print("note: the baseline diverged, so the SSL rows it would start have no weights; "
+              "skipped")
+        return
+    weights = common.ssl_start_weights(args, start)
     for scale in args.ssl_scales:
         rules = ssl_rules(args, scale)
         if not rules:
@@ -228,13 +219,7 @@ def main(argv=None):
     args = parse_args(argv)
     args.argv = argv
     record = common.start_run(args, "cifar_convnet")
-    start = {}
-    if args.ssl_from_baseline:  # a DIR: read (and check) its baseline before any training
-        try:
-            start["weights"] = checkpoint.finished_weights(Path(args.ssl_from_baseline),
-                                                           "baseline")
-        except checkpoint.CheckpointError as error:
-            raise SystemExit(f"error: --ssl-from-baseline: {error}") from None
+    start = common.baseline_start(args)  # --ssl-from-baseline DIR: read before any training
     split, facts = common.load_cifar_split(args, QUICK_TRAIN, QUICK_TEST)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     common.fill_epoch_defaults(args, 50000, EPOCHS, QUICK_EPOCHS, full_size=50000)

@@ -131,6 +131,38 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr,
                             "(give the same rows and lambdas as that run)")
 
 
+def add_start_from_baseline_argument(group):
+    """--ssl-from-baseline [DIR]: SSL rows start from a trained baseline (checked by
+    check_ssl_schedule, read by baseline_start)."""
+    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None, metavar="DIR",
+                       help="start each SSL row from the trained baseline's weights instead of "
+                            "from scratch: the baseline of this run, or with DIR the finished "
+                            "baseline of an earlier run whose --out was DIR")
+
+
+def baseline_start(args):
+    """{"weights": the finished baseline of --ssl-from-baseline DIR} when DIR is given (read
+    and checked before any training; one-line exit when it cannot be), else {} (the
+    baseline of this run fills it, or the rows start from scratch)."""
+    if not getattr(args, "ssl_from_baseline", None):
+        return {}
+    try:
+        return {"weights": checkpoint.finished_weights(Path(args.ssl_from_baseline), "baseline")}
+    except checkpoint.CheckpointError as error:
+        raise SystemExit(f"error: --ssl-from-baseline: {error}") from None
+
+
+def ssl_start_weights(args, start):
+    """The state dict an SSL row starts from: the baseline's under --ssl-from-baseline
+    (`start`, from baseline_start or this run's baseline), else None (from scratch).
+    Raises Diverged when the baseline it should start from diverged."""
+    if getattr(args, "ssl_from_baseline", None) is None:
+        return None
+    if start.get("weights") is None:
+        raise Diverged("the baseline it starts from (--ssl-from-baseline) diverged")
+    return start["weights"]
+
+
 def add_prox_floor_argument(group, default=0.0):
     """--prox-lr-floor, the same in every demo (read by ssl.SSLConfig's min_prox_lr)."""
     group.add_argument("--prox-lr-floor", type=float, default=default, metavar="LR",
@@ -148,6 +180,9 @@ def check_ssl_schedule(parser, args, lambdas):
         parser.error("--finetune-epochs, --cut, --prox-lr-floor and the lambdas must be >= 0")
     if args.momentum < 0 or args.weight_decay < 0:
         parser.error("--momentum and --weight-decay must be >= 0")
+    if getattr(args, "ssl_from_baseline", None) == "" and args.no_baseline:
+        parser.error("--ssl-from-baseline without DIR starts from this run's baseline, which "
+                     "--no-baseline skips; give the DIR of a run that trained one")
     source = getattr(args, "ssl_phases_from", None)
     if source is not None and not (source / "checkpoints").is_dir():
         parser.error(f"--ssl-phases-from {source}: no checkpoints folder there (give the --out "

@@ -8,8 +8,9 @@ convolutional MNIST experiments (Wen et al. 2016, section 4.1, Tables 1 and 2).
     python -m demos.mnist_lenet --help
 
 The baseline trains with SGD (momentum 0.9, weight decay 5e-4) and a per-step cosine
-learning rate. Each SSL row trains from scratch with the group lasso applied by the
-proximal step: "filters" and "filters-strong" (Table 1, rows #2 and #3) regularize conv1's
+learning rate. Each SSL row trains from scratch (or, with --ssl-from-baseline, from the
+trained baseline's weights) with the group lasso applied by the proximal step: "filters"
+and "filters-strong" (Table 1, rows #2 and #3) regularize conv1's
 and conv2's filters and conv2's input channels, "shapes" and "shapes-strong" (Table 2, rows
 #4 and #5) the shape columns (c, kh, kw) of both convs; the strong rows use larger lambdas,
 aiming at the paper's sparser rows. Then groups with norm below --cut (shapes-strong:
@@ -97,6 +98,7 @@ def parse_args(argv):
                        help="the shapes-strong row's cut, in place of --cut (default "
                             f"{DEFAULT_STRONG_SHAPE_CUT:g}: its prox epochs leave many small "
                             "but nonzero columns)")
+    common.add_start_from_baseline_argument(group)
     args = parser.parse_args(argv)
     common.check_ssl_schedule(parser, args, [value for _, flag in ROWS.values()
                                              for value in getattr(args, flag)])
@@ -141,9 +143,13 @@ def ssl_rules(row, args):
     return [GroupRule("0", GroupKind.SHAPE, conv1), GroupRule("2", GroupKind.SHAPE, conv2)]
 
 
-def ssl_row(args, split, record, row):
-    """Train one SSL row, cut, fine-tune, compact and time it. Returns the result row."""
-    model = models.lenet(seed=args.seed).to_backend()
+def ssl_row(args, split, record, row, weights=None):
+    """Train one SSL row, cut, fine-tune, compact and time it; from `weights` (a state dict:
+    the trained baseline) when given, else from scratch. Returns the result row."""
+    model = models.lenet(seed=args.seed)
+    if weights is not None:
+        model.load_state_dict(weights)
+    model = model.to_backend()
     rules = ssl_rules(row, args)
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     name = f"SSL {row} ({ROWS[row][0]})"
@@ -203,10 +209,12 @@ def print_table(rows):
     common.flagged_note(rows)
 
 
-def baseline_row(args, split, record):
-    """Train the dense LeNet; returns its row."""
+def baseline_row(args, split, record, start):
+    """Train the dense LeNet; returns its row. Its final weights go into start["weights"]
+    (what --ssl-from-baseline starts the SSL rows from)."""
     model = models.lenet(seed=args.seed).to_backend()
     common.train_phase(model, args, split, record, "baseline", args.epochs, args.lr)
+    start["weights"] = model.state_dict()
     seconds = common.phase_seconds(record, "baseline")
     print(f"baseline: test error {common.error_rate(model, split[2], split[3]):.2%}, "
           f"{seconds:.1f} s per epoch")
@@ -218,6 +226,7 @@ def main(argv=None):
     args = parse_args(argv)
     args.argv = argv
     record = common.start_run(args, "mnist_lenet")
+    start = common.baseline_start(args)  # --ssl-from-baseline DIR: read before any training
     dataset = common.load_mnist(args.data, args.offline)
     split = prepare_split(dataset)
     common.fill_epoch_defaults(args, len(split[1]), EPOCHS, QUICK_EPOCHS)
@@ -225,10 +234,11 @@ def main(argv=None):
              "n_test": len(split[3])}
     record.set(dataset=facts)
     if not args.no_baseline:
-        common.train_row(record, "baseline", lambda: baseline_row(args, split, record))
+        common.train_row(record, "baseline", lambda: baseline_row(args, split, record, start))
     for row in args.rows:
         common.train_row(record, f"SSL {row} ({ROWS[row][0]})",
-                         lambda: ssl_row(args, split, record, row))
+                         lambda: ssl_row(args, split, record, row,
+                                         common.ssl_start_weights(args, start)))
     rows = common.trained_rows(record.rows)
     figure = None
     if rows:

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from demos import mnist_lenet
@@ -82,3 +83,31 @@ def test_a_row_that_zeroes_everything_is_reported_not_a_crash(tmp_path, no_mnist
     assert "note: nothing to compact (layer" in printed and "lower the lambdas" in printed
     row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
     assert row["compacted"] is None and row["columns"] == [0, 0]
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_ssl_rows_can_start_from_the_trained_baseline(tmp_path, no_mnist_anywhere, monkeypatch,
+                                                     capsys):
+    from demos import checkpoint, common
+
+    seen = []
+
+    def capture(model, *args, **kwargs):  # stop the SSL row where it starts; keep its weights
+        seen.append(model.state_dict())
+        raise _Captured
+
+    monkeypatch.setattr(common, "ssl_phases", capture)
+    out = tmp_path / "run"
+    with pytest.raises(_Captured):
+        mnist_lenet.main(["--offline", "--epochs", "1", "--rows", "filters", "--timing-seconds",
+                          "0", "--ssl-from-baseline", "--out", str(out)])
+    baseline = checkpoint.finished_weights(out, "baseline")
+    for key in baseline:
+        np.testing.assert_array_equal(seen[0][key], baseline[key], err_msg=key)
+    with pytest.raises(SystemExit):
+        mnist_lenet.parse_args(["--no-baseline", "--ssl-from-baseline"])
+    assert "which --no-baseline skips" in capsys.readouterr().err
