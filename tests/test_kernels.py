@@ -332,12 +332,9 @@ def test_max_pool_propagates_nan_in_both_variants(position):
         np.testing.assert_array_equal(out[0, 0].reshape(-1)[1:], [7, 13, 15])
 
 
-@settings(max_examples=60, deadline=None)
-@given(conv_geometries(), st.integers(1, 5), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**16))
-def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
-    """The per-image tile convolution (inference) on random shapes, strides, padding, kept
-    rows and thread splits equals im2col + GEMM."""
+def _inference_case(case, filters, gathered, seed):
+    """(x, rows, weight2, bias, output shape, (kh, kw, stride, padding)) of a random inference
+    convolution: all shape columns, or (gathered) a random half of them, at least one."""
     x, kernel_h, kernel_w, stride, padding = case
     rng = np.random.default_rng(seed)
     count = x.shape[1] * kernel_h * kernel_w
@@ -349,7 +346,16 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
     weight2 = rng.standard_normal((filters, len(rows))).astype(x.dtype)
     bias = rng.standard_normal(filters).astype(x.dtype)
     shape = (x.shape[0], filters, *_sizes(*case))
-    geometry = (kernel_h, kernel_w, stride, padding)
+    return x, rows, weight2, bias, shape, (kernel_h, kernel_w, stride, padding)
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_geometries(), st.integers(1, 5), st.integers(1, 4), st.booleans(),
+       st.integers(0, 2**16))
+def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
+    """The per-image tile convolution (inference) on random shapes, strides, padding, kept
+    rows and thread splits equals im2col + GEMM."""
+    x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
     got = numba_cpu.conv_tiles(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                np.full(shape, np.nan, x.dtype))
     expected = reference.conv_tiles(x, weight2, rows, *geometry, bias, runs, np.empty(shape, x.dtype))
@@ -365,18 +371,7 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     rows, filter counts (1-20: the 4-row blocks, the rows left over, two blocks per part of a
     split) and thread splits (over images, and over an image's filters) equals its NumPy
     reference, and both equal im2col + GEMM."""
-    x, kernel_h, kernel_w, stride, padding = case
-    rng = np.random.default_rng(seed)
-    count = x.shape[1] * kernel_h * kernel_w
-    rows = np.arange(count)
-    if gathered:
-        picked = rng.random(count) < 0.5
-        picked[seed % count] = True
-        rows = np.flatnonzero(picked)
-    weight2 = rng.standard_normal((filters, len(rows))).astype(x.dtype)
-    bias = rng.standard_normal(filters).astype(x.dtype)
-    shape = (x.shape[0], filters, *_sizes(*case))
-    geometry = (kernel_h, kernel_w, stride, padding)
+    x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
     threshold = numba_cpu.SHIFTED_SPLIT_MACS
@@ -396,30 +391,28 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     np.testing.assert_allclose(expected, by_gemm, rtol=tolerance, atol=tolerance)
 
 
-def test_conv_shifted_checks_its_arguments_and_runs_under_ops():
+@pytest.mark.parametrize("name", ["conv_tiles", "conv_shifted"])
+def test_inference_kernel_arguments_are_validated(name):
+    convolve = getattr(kernels, name)
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    with pytest.raises(ValueError, match=rf"{name}: weight2 \(3, 5\) must have one column per "
+                                         r"row \(18\)"):
+        convolve(x, np.zeros((3, 5), np.float32), 3, 3)
+    with pytest.raises(TypeError, match=f"{name}: x is float32 but weight2 is float64"):
+        convolve(x, np.zeros((3, 18)), 3, 3)
+    with pytest.raises(ValueError, match=rf"{name}: bias must have shape \(3,\)"):
+        convolve(x, np.zeros((3, 18), np.float32), 3, 3, bias=np.zeros(2, np.float32))
+
+
+def test_the_shifted_kernel_runs_strided_padded_layers_under_ops():
     from minissl import Tensor, no_grad, ops
 
-    x = np.zeros((1, 2, 5, 5), np.float32)
-    with pytest.raises(ValueError, match=r"conv_shifted: weight2 \(3, 5\) must have one column"):
-        kernels.conv_shifted(x, np.zeros((3, 5), np.float32), 3, 3)
-    with pytest.raises(TypeError, match="conv_shifted: x is float32 but weight2 is float64"):
-        kernels.conv_shifted(x, np.zeros((3, 18)), 3, 3)
     x = Tensor(np.random.default_rng(0).standard_normal((2, 2, 9, 8)).astype(np.float32))
     weight = Tensor(np.random.default_rng(1).standard_normal((3, 2, 3, 3)).astype(np.float32))
     with no_grad():
         shifted = ops.conv2d(x, weight, stride=2, padding=1, algorithm="shifted")
         by_gemm = ops.conv2d(x, weight, stride=2, padding=1, algorithm="gemm")
     np.testing.assert_allclose(shifted.data, by_gemm.data, rtol=1e-5, atol=1e-5)
-
-
-def test_conv_tiles_arguments_are_validated():
-    x = np.zeros((1, 2, 5, 5), np.float32)
-    with pytest.raises(ValueError, match=r"weight2 \(3, 5\) must have one column per row \(18\)"):
-        kernels.conv_tiles(x, np.zeros((3, 5), np.float32), 3, 3)
-    with pytest.raises(TypeError, match="x is float32 but weight2 is float64"):
-        kernels.conv_tiles(x, np.zeros((3, 18)), 3, 3)
-    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
-        kernels.conv_tiles(x, np.zeros((3, 18), np.float32), 3, 3, bias=np.zeros(2, np.float32))
 
 
 def test_a_convolution_without_autograd_takes_the_tile_kernel_and_agrees():
