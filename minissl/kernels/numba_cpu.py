@@ -725,12 +725,12 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     The work is split over `threads` threads: into runs of images, and when there are fewer
     images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more, each
     image's filters into parts too (at least two blocks of four filters each; each part
-    splits the image into its own phase planes). Work for one thread stays on the calling thread: entering a
-    parallel Numba function costs about 30 microseconds.
+    splits the image into its own phase planes). Work for one thread stays on the calling
+    thread: entering a parallel Numba function costs about 30 microseconds.
     """
     batch, filters = x.shape[0], weight2.shape[0]
     runs = max(1, min(batch, threads))
-    span = (out.shape[2] - 1) * (x.shape[3] + 2 * padding) // stride + out.shape[3]
+    span = (out.shape[2] - 1) * -(-(x.shape[3] + 2 * padding) // stride) + out.shape[3]
     parts = 1
     if runs < threads and filters * weight2.shape[1] * span >= SHIFTED_SPLIT_MACS:
         parts = max(1, min(threads // runs, filters // 8))  # two blocks of four per part
