@@ -55,7 +55,8 @@ def lambda_arguments(demo, scale):
         return ["--lambda", *scaled(mnist_mlp.DEFAULT_LAMBDAS[0])]
     if demo == "mnist_lenet":
         from demos import mnist_lenet
-        return ["--rows", "filters", "shapes",
+        # from scratch: only the sweep's first run trains a baseline the rows could start from
+        return ["--rows", "filters", "shapes", "--ssl-from-scratch",
                 "--filter-lambda", *scaled(mnist_lenet.DEFAULT_FILTER_LAMBDAS),
                 "--shape-lambda", *scaled(mnist_lenet.DEFAULT_SHAPE_LAMBDAS)]
     if demo == "cifar_convnet":

@@ -39,6 +39,16 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
     assert (out / "sparsity.png").stat().st_size > 0 and not list(out.glob("*.part*"))
 
 
+def test_ssl_rows_start_from_this_runs_baseline_unless_told_otherwise(capsys):
+    assert mnist_lenet.parse_args([]).ssl_from_baseline == ""
+    assert mnist_lenet.parse_args(["--ssl-from-scratch"]).ssl_from_baseline is None
+    assert mnist_lenet.parse_args(["--no-baseline"]).ssl_from_baseline is None
+    assert mnist_lenet.parse_args(["--ssl-from-baseline", "runs/x"]).ssl_from_baseline == "runs/x"
+    with pytest.raises(SystemExit):
+        mnist_lenet.parse_args(["--ssl-from-scratch", "--ssl-from-baseline", "runs/x"])
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
     assert mnist_lenet.parse_args([]).rows == ["filters", "filters-strong", "shapes",
                                                "shapes-strong"]  # the paper's #2-#5
