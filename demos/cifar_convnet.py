@@ -199,11 +199,6 @@ def train_rows(args, split, record, start):
     (--ssl-from-baseline DIR; filled by the baseline otherwise)."""
     if not args.no_baseline:
         common.train_row(record, "baseline", lambda: baseline_row(args, split, record, start))
-    if args.ssl_from_baseline is not None and start.get("weights") is None and args.ssl_scales:
-        print("note: the baseline diverged, so the SSL rows it would start have no weights; "
-              "skipped")
-        return
-    weights = common.ssl_start_weights(args, start)
     for scale in args.ssl_scales:
         rules = ssl_rules(args, scale)
         if not rules:
@@ -211,7 +206,8 @@ def train_rows(args, split, record, start):
             continue
         name = f"SSL x{scale:g}"
         common.train_row(record, name,
-                         lambda: ssl_row(args, split, record, name, rules, weights))
+                         lambda: ssl_row(args, split, record, name, rules,
+                                         common.ssl_start_weights(args, start)))
 
 
 def main(argv=None):

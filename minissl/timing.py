@@ -6,8 +6,8 @@ so benchmarks time the things they compare side by side with these helpers:
 `measure` (any call), `layer_speed` (one layer: dense vs compacted vs CSR) and
 `network_speedup` (whole model, dense vs compacted). `tune_convolutions` times each conv
 layer's inference paths (im2col + BLAS, the per-image tile kernel, the shifted-runs
-kernel) on its real input and keeps the fastest on the layer for that batch size; the speed comparisons run it on both
-sides first, so that each layer is timed on its best path.
+kernel) on its real input and keeps the fastest on the layer for that batch size; the speed
+comparisons run it on both sides first, so that each layer is timed on its best path.
 
 Every figure carries its spread, the interquartile range (IQR) over the timed calls; a
 comparison whose spread is wider than MAX_SPREAD is measured again (up to MAX_ATTEMPTS times,
@@ -232,7 +232,7 @@ def tune_convolution(name, layer, x, repeats=7, warmup=2):
     if get_backend() != "numba" or xp_of(x.data) is not np:
         return None
     batch = x.shape[0]
-    paths = ["gemm", "tiles", "shifted"]
+    paths = ops.conv.ALGORITHMS
 
     def run(algorithm):
         layer.algorithms[batch] = algorithm

@@ -106,3 +106,17 @@ def test_redirected_output_has_one_line_per_epoch_and_no_progress_redraws(tmp_pa
     assert "\r" not in done.stderr and len(done.stderr) < 2000
     epoch_lines = [line for line in done.stdout.splitlines() if " epoch " in line]
     assert len(epoch_lines) == 2 + 1
+
+
+def test_ssl_rows_start_from_the_baseline_only_when_asked_and_never_from_a_diverged_one():
+    from types import SimpleNamespace
+
+    from demos.harness import Diverged
+
+    weights = {"0.weight": np.zeros(3)}
+    assert common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=None), {}) is None
+    assert common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=""),
+                                    {"weights": weights}) is weights
+    with pytest.raises(Diverged, match="the baseline it starts from"):
+        common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=""), {})  # it diverged
+    assert common.baseline_start(SimpleNamespace(ssl_from_baseline="")) == {}  # this run's

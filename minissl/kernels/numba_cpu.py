@@ -650,8 +650,6 @@ def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases
     row_length = phases.shape[4]  # W': output pixel (oh, ow) sits at oh*W' + ow of `wide`
     span = wide.shape[1]
     direct = stride == 1 and padding == 0
-    if direct:
-        row_length = width
     flat = phases.reshape(-1)
     for b in range(start, stop):
         if direct:
@@ -693,14 +691,12 @@ def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
     channels = x.shape[1]
     height = -(-(x.shape[2] + 2 * padding) // stride)  # H' = ceil((H + 2p) / s)
     width = -(-(x.shape[3] + 2 * padding) // stride)
-    if stride == 1 and padding == 0:
-        width = x.shape[3]
     c, kh, kw = rows // (kernel_h * kernel_w), rows // kernel_w % kernel_h, rows % kernel_w
     phase = (c * stride + kh % stride) * stride + kw % stride
     offsets = phase * (height * width) + (kh // stride) * width + kw // stride
     span = (out.shape[2] - 1) * width + out.shape[3]
     if stride == 1 and padding == 0:
-        phases = np.zeros((1, 1, 1, 1, width), dtype=x.dtype)  # not used: x itself is read
+        phases = np.zeros((1, 1, 1, 1, width), dtype=x.dtype)  # only its width: x is read
     else:
         phases = np.zeros((channels, stride, stride, height, width), dtype=x.dtype)
     wide = np.empty((weight2.shape[0], span), dtype=x.dtype)
@@ -730,9 +726,9 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     """
     batch, filters = x.shape[0], weight2.shape[0]
     runs = max(1, min(batch, threads))
-    span = (out.shape[2] - 1) * -(-(x.shape[3] + 2 * padding) // stride) + out.shape[3]
     parts = 1
-    if runs < threads and filters * weight2.shape[1] * span >= SHIFTED_SPLIT_MACS:
+    macs = filters * weight2.shape[1] * out.shape[2] * out.shape[3]  # per image
+    if runs < threads and macs >= SHIFTED_SPLIT_MACS:
         parts = max(1, min(threads // runs, filters // 8))  # two blocks of four per part
     if runs * parts == 1:
         return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,

@@ -20,8 +20,9 @@ Without autograd (inference under no_grad) on the Numba backend, a small call (a
 through a small layer) runs the per-image tile kernel instead (kernels.conv_tiles): same
 result, without the fixed costs of the GEMM path; and a layer with large output maps the
 shifted-runs kernel (kernels.conv_shifted), which multiplies shifted runs of each image
-without building any patch matrix (the cost model: kernels.conv_algorithm). A caller may name the path instead (`algorithm`):
-minissl.timing.tune_convolutions picks it per layer and batch size by timing them.
+without building any patch matrix (the cost model: kernels.conv_algorithm). A caller may
+name the path instead (`algorithm`): minissl.timing.tune_convolutions picks it per layer and
+batch size by timing them.
 
 Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
@@ -185,8 +186,8 @@ def _padded_filters(weight2, xp):
     `python -m benchmarks.filter_counts`): 23 filters 1.03 ms, 24 filters 0.79 ms, and no
     count faster than the next multiple of four; on whole compacted convolutions at batch
     100 the zero rows made the call 3-20% faster (docs/results.md, "Filter counts that BLAS
-    likes"). Compacted layers keep any
-    number of filters; their zero rows' outputs are computed and never read. Below
+    likes"). Compacted layers keep any number of filters; their zero rows' outputs are
+    computed and never read. Below
     GEMM_PAD_MIN_DEPTH columns the GEMM is too small a share of the call for the extra rows
     to pay (LeNet's 50 x 14 layer: 4% slower padded), so W2 is left as it is.
     """
