@@ -17,7 +17,7 @@ import os
 
 
 def _quiet_idle_threads():
-    """Let idle threads of the OpenMP (Numba) and OpenBLAS pools sleep instead of spin,
+    """Let idle threads of the OpenMP (Numba) and OpenBLAS pools sleep soon instead of spin,
     unless the user set these variables.
 
     Why (`python -m benchmarks.threads`, docs/results.md): both pools keep their threads
@@ -25,10 +25,17 @@ def _quiet_idle_threads():
     BLAS GEMMs (every conv layer does) then ran up to 3x slower (LeNet training step: 82 ms
     spinning, 23 ms with these settings; a Numba GEMM right after a BLAS GEMM: 45 GFLOP/s
     while OpenBLAS's threads spin, 115 once they sleep at once).
+    Sleeping at once has its own cost: waking a sleeping thread takes 50-70 microseconds on
+    these machines, paid by every parallel Numba call that comes more than a moment after the
+    last one (a batch-1 LeNet forward pass makes several; a compacted layer runs in 0.02-0.3
+    ms). So libgomp's threads (Numba's "omp" layer) spin for GOMP_SPINCOUNT = 30000 turns
+    first, about 0.2-1 ms, then sleep: the LeNet batch-1 pass went from 0.51 to 0.24 ms with
+    the training steps unchanged within noise (benchmarks.threads, docs/results.md).
     Both libraries read these when they start, so this runs before NumPy is imported; a
     program that imported NumPy before minissl keeps OpenBLAS's default.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 

@@ -11,13 +11,13 @@ from minissl.kernels import numba_cpu, reference
 
 
 @st.composite
-def conv_geometries(draw):
+def conv_geometries(draw, max_width=9):
     """(x, kernel_h, kernel_w, stride, padding) with the kernel fitting the padded input."""
     batch, channels = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     kernel_h, kernel_w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     stride, padding = draw(st.integers(1, 3)), draw(st.integers(0, 2))
     height = draw(st.integers(max(1, kernel_h - 2 * padding), 9))
-    width = draw(st.integers(max(1, kernel_w - 2 * padding), 9))
+    width = draw(st.integers(max(1, kernel_w - 2 * padding), max_width))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     seed = draw(st.integers(0, 2**16))
     x = np.random.default_rng(seed).standard_normal((batch, channels, height, width)).astype(dtype)
@@ -363,14 +363,16 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
-@settings(max_examples=80, deadline=None)
-@given(conv_geometries(), st.integers(1, 20), st.integers(1, 4), st.booleans(),
-       st.integers(0, 2**16))
+@settings(max_examples=120, deadline=None)
+@given(st.one_of(conv_geometries(), conv_geometries(max_width=40)), st.integers(1, 20),
+       st.integers(1, 4), st.booleans(), st.integers(0, 2**16))
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
     """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
-    rows, filter counts (1-20: the 4-row blocks, the rows left over, two blocks per part of a
-    split) and thread splits (over images, and over an image's filters) equals its NumPy
-    reference, and both equal im2col + GEMM."""
+    rows, filter counts (1-20: blocks of four, the last block overlapping the one before it,
+    fewer than four one at a time, two blocks per part of a split), outputs narrower and
+    wider than eight pixels (runs, or chunks of eight with the last one overlapping) and
+    thread splits (over images, and over an image's filters) equals its NumPy reference, and
+    both equal im2col + GEMM."""
     x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))

@@ -9,8 +9,11 @@ loop (images, patch rows, or GEMM tiles). OpenBLAS and Numba share the two cores
 threads of both sleep instead of spinning (see `minissl.backend`).
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 from numba import njit, prange
+from numba.core import config as numba_config
 
 U = np.uint64  # unsigned array offsets: no negative-index wraparound check in the loop
 
@@ -634,21 +637,144 @@ def _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
     return out
 
 
+# Eight output pixels of one filter, held in registers: a tuple of eight scalars that LLVM's SLP
+# vectorizer packs into one 256-bit SIMD register (see _slp_vectorizer).
+LANES = 8
+
+
+@njit(inline="always")
+def _splat8(value):
+    return (value, value, value, value, value, value, value, value)
+
+
+@njit(inline="always")
+def _load8(flat, start):
+    """flat[start : start + 8] as eight scalars (unsigned indices: no wraparound checks, so
+    LLVM sees eight neighbouring loads, one vector load)."""
+    i = U(start)
+    return (flat[i], flat[i + U(1)], flat[i + U(2)], flat[i + U(3)], flat[i + U(4)],
+            flat[i + U(5)], flat[i + U(6)], flat[i + U(7)])
+
+
+@njit(inline="always")
+def _fma8(acc, weight, values):
+    """acc + weight * values, lane by lane: one vector fused multiply-add."""
+    return (acc[0] + weight * values[0], acc[1] + weight * values[1],
+            acc[2] + weight * values[2], acc[3] + weight * values[3],
+            acc[4] + weight * values[4], acc[5] + weight * values[5],
+            acc[6] + weight * values[6], acc[7] + weight * values[7])
+
+
+@njit(inline="always")
+def _store8(flat, start, acc):
+    i = U(start)
+    flat[i], flat[i + U(1)], flat[i + U(2)], flat[i + U(3)] = acc[0], acc[1], acc[2], acc[3]
+    flat[i + U(4)], flat[i + U(5)], flat[i + U(6)], flat[i + U(7)] = acc[4], acc[5], acc[6], acc[7]
+
+
+@contextmanager
+def _slp_vectorizer():
+    """LLVM's SLP vectorizer on while the shifted-runs kernel compiles.
+
+    Numba keeps it off by default (numba PR #8852, after reported miscompilations), and without
+    it the eight-lane tuples above stay eight scalar multiply-adds: 2-3x slower (measured,
+    docs/results.md). Only the code compiled inside this block is affected; the kernel is
+    tested against its NumPy reference on random shapes, strides and padding
+    (tests/test_kernels.py).
+    """
+    saved = numba_config.SLP_VECTORIZE
+    numba_config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba_config.SLP_VECTORIZE = saved
+
+
 @njit(cache=True, fastmath={"contract"})
-def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, start,
-                         stop):
-    """Images start ... stop-1 of conv_shifted, one after the other.
+def _conv_chunks(weight2, panel, offsets, bias, chunks, out, low, high):
+    """out[n].flat[e : e+8] = bias[n] + sum_r W2[n, r] * panel[offsets[r] + p : ... + 8] for the
+    filters n in [low, high) and each chunk (p, e) of `chunks`: eight neighbouring output
+    pixels of one output row, at p in the planes' row-major order and e in the output's.
+
+    Shapes: weight2 (N, R), panel flat, offsets (R,), bias (N,), chunks (M, 2) with M a
+    multiple of eight, out (N, OH, OW) of one image. Blocks of four filters; when the count is not a multiple of
+    four, the last block is the last four filters (a few are computed and written twice, with
+    the same values); fewer than four filters go one at a time.
+    """
+    flat = out.reshape(out.shape[0], -1)  # (N, OH*OW)
+    if high - low < 4:
+        for n in range(low, high):
+            _chunks_one_filter(weight2, panel, offsets, bias, chunks, flat, n)
+        return
+    for block in range(low, high, 4):
+        _chunks_four_filters(weight2, panel, offsets, bias, chunks, flat, min(block, high - 4))
+
+
+@njit(cache=True, fastmath={"contract"})
+def _chunks_four_filters(weight2, panel, offsets, bias, chunks, out, i):
+    """Filters i ... i+3 of _conv_chunks, two chunks per step: eight registers of sums stay
+    put over all R kept rows (two vector loads and four broadcasts feed eight vector
+    multiply-adds) and each is stored once, straight into the output: no wrapped-around
+    columns and no copy."""
+    depth = weight2.shape[1]
+    r0, r1, r2, r3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+    for m in range(0, chunks.shape[0], 2):
+        p, q = chunks[m, 0], chunks[m + 1, 0]
+        s0, s1, s2, s3 = (_splat8(bias[i]), _splat8(bias[i + 1]), _splat8(bias[i + 2]),
+                          _splat8(bias[i + 3]))
+        t0, t1, t2, t3 = s0, s1, s2, s3
+        for k in range(depth):
+            start = offsets[k]
+            v, u = _load8(panel, start + p), _load8(panel, start + q)
+            a0, a1, a2, a3 = weight2[i, k], weight2[i + 1, k], weight2[i + 2, k], weight2[i + 3, k]
+            s0, t0 = _fma8(s0, a0, v), _fma8(t0, a0, u)
+            s1, t1 = _fma8(s1, a1, v), _fma8(t1, a1, u)
+            s2, t2 = _fma8(s2, a2, v), _fma8(t2, a2, u)
+            s3, t3 = _fma8(s3, a3, v), _fma8(t3, a3, u)
+        e, f = chunks[m, 1], chunks[m + 1, 1]
+        _store8(r0, e, s0)
+        _store8(r1, e, s1)
+        _store8(r2, e, s2)
+        _store8(r3, e, s3)
+        _store8(r0, f, t0)
+        _store8(r1, f, t1)
+        _store8(r2, f, t2)
+        _store8(r3, f, t3)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _chunks_one_filter(weight2, panel, offsets, bias, chunks, out, n):
+    """Filter n of _conv_chunks, eight chunks per step: eight independent sums in flight, as
+    many as the two FMA units need to hide their latency (four chunks ran at 12 GMAC/s, eight
+    at about twice that)."""
+    row = out[n]
+    for m in range(0, chunks.shape[0], 8):
+        p0, p1, p2, p3 = chunks[m, 0], chunks[m + 1, 0], chunks[m + 2, 0], chunks[m + 3, 0]
+        p4, p5, p6, p7 = chunks[m + 4, 0], chunks[m + 5, 0], chunks[m + 6, 0], chunks[m + 7, 0]
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _splat8(bias[n])
+        for k in range(weight2.shape[1]):
+            start, a = offsets[k], weight2[n, k]
+            s0, s1 = _fma8(s0, a, _load8(panel, start + p0)), _fma8(s1, a, _load8(panel, start + p1))
+            s2, s3 = _fma8(s2, a, _load8(panel, start + p2)), _fma8(s3, a, _load8(panel, start + p3))
+            s4, s5 = _fma8(s4, a, _load8(panel, start + p4)), _fma8(s5, a, _load8(panel, start + p5))
+            s6, s7 = _fma8(s6, a, _load8(panel, start + p6)), _fma8(s7, a, _load8(panel, start + p7))
+        for j, acc in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
+            _store8(row, chunks[m + j, 1], acc)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, chunks,
+                         start, stop, low, high):
+    """Filters low ... high-1 of images start ... stop-1 of conv_shifted, image after image.
 
     Shapes: x (B, C, H, W); phases (C, s, s, H', W') with H' = ceil((H + 2p) / s) (likewise
     W'), zero wherever padding is read (those entries are never written, so they stay zero
-    from image to image), unused when s == 1 and p == 0; wide (N, span) with
-    span = (OH-1)*W' + OW.
+    from image to image), unused when s == 1 and p == 0; chunks (M, 2) (see _shifted_layout)
+    when OW >= 8, else wide (N, span) with span = (OH-1)*W' + OW.
     """
-    filters, depth = weight2.shape
     height, width = x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
-    row_length = phases.shape[4]  # W': output pixel (oh, ow) sits at oh*W' + ow of `wide`
-    span = wide.shape[1]
+    row_length = phases.shape[4]  # W': output pixel (oh, ow) sits at oh*W' + ow of a run
     direct = stride == 1 and padding == 0
     flat = phases.reshape(-1)
     for b in range(start, stop):
@@ -669,13 +795,19 @@ def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases
                         for j in range(first, last):
                             row[j] = source[j * stride + phase - padding]
             panel = flat
-        for n in range(filters):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
+        if out_w >= LANES:  # eight pixels of an output row at a time, sums in registers
+            _conv_chunks(weight2, panel, offsets, bias, chunks, out[b], low, high)
+            continue
+        # narrower outputs: whole runs of span pixels into `wide`, wrapped columns dropped
+        span = wide.shape[1]
+        for n in range(low, high):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
             row, value = wide[n], bias[n]
             for t in range(span):
                 row[t] = value
-        for i in range(0, filters, 4):
-            _gemm_rows(weight2, panel, offsets, wide, i, min(4, filters - i), 0, depth, 0, span)
-        for n in range(filters):  # drop the wrapped-around columns between output rows
+        for i in range(low, high, 4):
+            _gemm_rows(weight2, panel, offsets, wide, i, min(4, high - i), 0, weight2.shape[1],
+                       0, span)
+        for n in range(low, high):
             row, plane = wide[n], out[b, n]
             for oh in range(out_h):
                 source = row[oh * row_length:oh * row_length + out_w]
@@ -686,21 +818,40 @@ def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases
 
 @njit(cache=True)
 def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
-    """Where each kept row (c, kh, kw) starts in the flattened phase planes, and this
-    thread's buffers (see conv_shifted)."""
+    """Where each kept row (c, kh, kw) starts in the flattened phase planes, the chunks of
+    eight output pixels, and this thread's buffers (see conv_shifted).
+
+    chunks (M, 2): for each output row oh and ow0 = 0, 8, 16, ... (the last one moved left to
+    OW-8, overlapping the one before it), the chunk's start oh*W' + ow0 in the planes and
+    oh*OW + ow0 in the output; the last chunk is repeated up to a multiple of eight. Empty when
+    OW < 8 (then `wide` is used instead).
+    """
     channels = x.shape[1]
     height = -(-(x.shape[2] + 2 * padding) // stride)  # H' = ceil((H + 2p) / s)
     width = -(-(x.shape[3] + 2 * padding) // stride)
     c, kh, kw = rows // (kernel_h * kernel_w), rows // kernel_w % kernel_h, rows % kernel_w
     phase = (c * stride + kh % stride) * stride + kw % stride
     offsets = phase * (height * width) + (kh // stride) * width + kw // stride
-    span = (out.shape[2] - 1) * width + out.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
     if stride == 1 and padding == 0:
         phases = np.zeros((1, 1, 1, 1, width), dtype=x.dtype)  # only its width: x is read
     else:
         phases = np.zeros((channels, stride, stride, height, width), dtype=x.dtype)
-    wide = np.empty((weight2.shape[0], span), dtype=x.dtype)
-    return offsets, phases, wide
+    if out_w >= LANES:
+        per_row = -(-out_w // LANES)
+        count = out_h * per_row
+        chunks = np.empty((count + -count % 8, 2), dtype=np.int64)
+        for oh in range(out_h):
+            for j in range(per_row):
+                ow = min(j * LANES, out_w - LANES)
+                chunks[oh * per_row + j, 0] = oh * width + ow
+                chunks[oh * per_row + j, 1] = oh * out_w + ow
+        chunks[count:] = chunks[count - 1]
+        wide = np.empty((0, 0), dtype=x.dtype)
+    else:
+        chunks = np.empty((0, 2), dtype=np.int64)
+        wide = np.empty((weight2.shape[0], (out_h - 1) * width + out_w), dtype=x.dtype)
+    return offsets, phases, wide, chunks
 
 
 def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, threads, out):
@@ -714,10 +865,12 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     (oh + kh//s, ow + kw//s) of one plane. Computed on rows as wide as a plane, the output
     pixels oh*W' + ow of patch row (c, kh, kw) are then one contiguous run of the planes,
     starting at offsets[r]: no patch tile is built at all (for stride 1 without padding the
-    image itself is the one plane). Each image's product W2 @ those runs goes into a
-    (N, span) buffer, register-blocked (_gemm_rows), and its OW-wide rows are copied into
-    the output; the W'-OW wrapped-around columns between them are computed and dropped
-    (W'/OW times the multiply-adds: 1.5x for LeNet's conv2, 1.04x for AlexNet's conv1).
+    image itself is the one plane). Eight neighbouring pixels of an output row are eight
+    neighbouring entries of each run, so each output row is computed eight pixels at a time,
+    four filters at once, with the sums in SIMD registers over all R rows (_conv_chunks).
+    Outputs narrower than eight pixels take whole runs instead (W2 @ runs, register-blocked
+    by _gemm_rows into an (N, span) buffer, its OW-wide rows copied out, the W'-OW wrapped-
+    around columns between them computed and dropped).
     The work is split over `threads` threads: into runs of images, and when there are fewer
     images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more, each
     image's filters into parts too (at least two blocks of four filters each; each part
@@ -730,19 +883,20 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     macs = filters * weight2.shape[1] * out.shape[2] * out.shape[3]  # per image
     if runs < threads and macs >= SHIFTED_SPLIT_MACS:
         parts = max(1, min(threads // runs, filters // 8))  # two blocks of four per part
-    if runs * parts == 1:
-        return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
-                                    bias, out)
-    return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
-                                  runs, parts, out)
+    with _slp_vectorizer():
+        if runs * parts == 1:
+            return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
+                                        bias, out)
+        return _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding,
+                                      bias, runs, parts, out)
 
 
 @njit(cache=True)
 def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, out):
-    offsets, phases, wide = _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride,
-                                            padding, out)
-    _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, 0,
-                         x.shape[0])
+    offsets, phases, wide, chunks = _shifted_layout(x, weight2, rows, kernel_h, kernel_w,
+                                                    stride, padding, out)
+    _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, chunks,
+                         0, x.shape[0], 0, weight2.shape[0])
     return out
 
 
@@ -756,10 +910,9 @@ def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding
         low = min(filters, part * blocks // parts * 4)
         high = min(filters, (part + 1) * blocks // parts * 4)
         if low < high:
-            weights = weight2[low:high]
-            offsets, phases, wide = _shifted_layout(x, weights, rows, kernel_h, kernel_w,
-                                                    stride, padding, out)
-            _conv_shifted_images(x, weights, offsets, bias[low:high], stride, padding,
-                                 out[:, low:high], phases, wide, run * batch // runs,
-                                 (run + 1) * batch // runs)
+            offsets, phases, wide, chunks = _shifted_layout(x, weight2, rows, kernel_h,
+                                                            kernel_w, stride, padding, out)
+            _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide,
+                                 chunks, run * batch // runs, (run + 1) * batch // runs, low,
+                                 high)
     return out
