@@ -54,7 +54,7 @@ def time_point(spec, kind, sparsity, batch, args):
     _, plan = compact.compact(model, input_shape)
     x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
     speed = timing.layer_speed("0", model[0], plan, x, repeats=args.repeats, warmup=1,
-                               min_seconds=args.min_seconds)
+                               min_seconds=args.min_seconds, burst_seconds=args.burst_ms / 1e3)
     return {"layer": spec[0], "kind": kind, "sparsity": sparsity, "batch": batch,
             **{key: value for key, value in speed.summary().items() if key != "layer"}}
 

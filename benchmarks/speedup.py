@@ -11,7 +11,8 @@ No training: a LeNet (or MLP) with random weights gets exactly the paper's struc
 zeroing groups (filters, channels, shape columns, neurons), is compacted with
 minissl.compact, and each layer's forward pass is timed dense (zeros and all), compacted,
 and as CSR (scipy.sparse, same nonzeros), at batch 100 and batch 1. Each time is the median
-of repeated calls after warm-up, dense and compacted timed side by side (minissl.timing).
+of repeated samples after warm-up, dense and compacted timed side by side in alternating
+rounds, each sample a burst of back-to-back calls of one layer (--burst-ms; minissl.timing).
 Efficiency = speedup / (1 / FLOP fraction): 1.0 means the speedup the FLOPs promise.
 GEMM = the speedup of the layer's matrix product alone (patch matrix built beforehand):
 what compaction shrinks, without the im2col pass and the per-call costs of a whole layer.
@@ -129,7 +130,8 @@ def time_row(row, structure, batch, args, images):
     rng = np.random.default_rng(args.seed)
     x = Tensor(rng.random((batch,) + input_shape).astype(np.float32))
     speeds = timing.layer_speeds(model, plan, x, layer_names, args.repeats,
-                                 min_seconds=args.min_seconds)
+                                 min_seconds=args.min_seconds,
+                                 burst_seconds=args.burst_ms / 1e3)
     paper = row.get("paper_speedup", (None,) * len(layer_names))
     paper_flops = row.get("paper_flop_pct", (None,) * len(layer_names))
     layers = [{**speed.summary(), "layer": LAYER_LABELS[args.paper][speed.layer],
@@ -185,11 +187,18 @@ def parse_args(argv):
                         help="timed calls per measurement after warm-up (default 30)")
     parser.add_argument("--min-seconds", type=float, default=0.2,
                         help="keep repeating each measurement for at least this long (default 0.2)")
+    parser.add_argument("--burst-ms", type=float, default=1e3 * timing.BURST_SECONDS,
+                        help="each timed sample is a burst of back-to-back calls of one layer "
+                             "lasting about this long, its mean per call (default "
+                             f"{1e3 * timing.BURST_SECONDS:g}; 0: single calls, each right after "
+                             "another layer's, as before 2026-11-28)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     if (args.batch is not None and args.batch < 1) or args.repeats < 1:
         parser.error("--batch and --repeats must be >= 1")
+    if args.burst_ms < 0:
+        parser.error("--burst-ms must be >= 0")
     if not all(0 <= value < 1 for value in args.sparsities):
         parser.error("--sparsities must lie in [0, 1)")
     return args

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_SPREAD = 0.25     # widest acceptable IQR / median of a timed call
+BURST_SECONDS = 2e-3  # layer_speed: each sample, back-to-back calls of one layer this long
+MAX_BURST = 50        # ... at most this many calls
 MAX_ATTEMPTS = 3      # a comparison wider than that is measured again, this often in all
 IDEAL_MARGIN = 0.15   # a speedup above FLOP-ideal * (1 + this) is flagged
 NOISE_BAND = 0.10     # an unchanged layer's speedup outside 1 +- this (and its IQR) is flagged
@@ -96,25 +98,41 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
     return Timing.of(samples)
 
 
-def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
-    """Time several calls side by side: rounds of one call each, in turn, so that a slow
+def compare(functions, repeats=20, warmup=3, min_seconds=0.0, burst_seconds=0.0):
+    """Time several calls side by side: rounds of one sample each, in turn, so that a slow
     stretch of a shared machine hits all of them alike. The order alternates (a b c, c b a,
     ...) because the call after another one's cache traffic is measurably slower: a layer
     timed against an identical copy of itself showed up to 10% of such bias.
 
+    A sample is one call, or with `burst_seconds` > 0 the mean of a burst of back-to-back
+    calls of one function lasting about that long (from the last warm-up call; 1 to
+    MAX_BURST calls): the steady state of a layer called again and again on data already in
+    the cache, as in a forward pass that feeds it its predecessor's fresh output, rather than
+    one call right after another function evicted its data. Each burst's first call still
+    pays for that eviction; the rest do not.
+
     When some call's spread (IQR / median) is wider than MAX_SPREAD, the whole comparison is
     measured again, up to MAX_ATTEMPTS times, and the attempt with the narrowest widest
-    spread is kept. Returns (one Timing per function, the per-round samples: a list per
-    function, for `Ratio.of`).
+    spread is kept. Returns (one Timing per function, seconds per call; the per-round samples:
+    a list per function, for `Ratio.of`).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"compare needs repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    bursts = []
     for function in functions:
+        last = None
         for _ in range(warmup):
+            start = time.perf_counter()
             function()
+            synchronize()
+            last = time.perf_counter() - start
+        calls = 1
+        if burst_seconds > 0 and last is not None:
+            calls = int(min(MAX_BURST, max(1, round(burst_seconds / max(last, 1e-9)))))
+        bursts.append(calls)
     kept = None
     for _ in range(MAX_ATTEMPTS):
-        samples = _rounds(functions, repeats, min_seconds)
+        samples = _rounds(functions, bursts, repeats, min_seconds)
         timings = [Timing.of(times) for times in samples]
         widest = max(timing.spread for timing in timings)
         if kept is None or widest < kept[0]:
@@ -124,16 +142,23 @@ def compare(functions, repeats=20, warmup=3, min_seconds=0.0):
     return kept[1], kept[2]
 
 
-def _rounds(functions, repeats, min_seconds):
-    """Per-function lists of seconds, timed in alternating rounds (see compare)."""
+def _rounds(functions, bursts, repeats, min_seconds):
+    """Per-function lists of seconds per call, timed in alternating rounds of one burst of
+    `bursts[i]` calls per function (see compare)."""
     samples = [[] for _ in functions]
     order = list(range(len(functions)))
-    while len(samples[0]) < repeats or sum(samples[0]) < min_seconds:
+    spent = 0.0  # seconds spent in the first function's calls
+    while len(samples[0]) < repeats or spent < min_seconds:
         for index in order:  # the order flips every round: no call always goes first
+            function, calls = functions[index], bursts[index]
             start = time.perf_counter()
-            functions[index]()
+            for _ in range(calls):
+                function()
             synchronize()  # GPU work is asynchronous: wait for it before reading the clock
-            samples[index].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            samples[index].append(elapsed / calls)
+            if index == 0:
+                spent += elapsed
         order.reverse()
     return samples
 
@@ -220,10 +245,10 @@ class ConvChoice:
     seconds: dict
 
 
-def tune_convolution(name, layer, x, repeats=7, warmup=2):
+def tune_convolution(name, layer, x, repeats=7, warmup=2, burst_seconds=BURST_SECONDS):
     """Time `layer` (a Conv2d or GatheredConv2d) on x by im2col + BLAS, by the tile kernel
-    and by the shifted-runs kernel, side by side, and keep the fastest in
-    `layer.algorithms[B]` (mutates the layer).
+    and by the shifted-runs kernel, side by side (bursts of calls, as in compare), and keep
+    the fastest in `layer.algorithms[B]` (mutates the layer).
 
     Shapes: x (B, C_in, H, W). Returns a ConvChoice, or None on a backend without these
     kernels (anything but Numba). Measured choices differ from run to run only where two
@@ -239,7 +264,8 @@ def tune_convolution(name, layer, x, repeats=7, warmup=2):
         return layer(x)
 
     with no_grad():
-        times, _ = compare([lambda path=path: run(path) for path in paths], repeats, warmup)
+        times, _ = compare([lambda path=path: run(path) for path in paths], repeats, warmup,
+                           burst_seconds=burst_seconds)
     seconds = {path: timed.median for path, timed in zip(paths, times)}
     layer.algorithms[batch] = min(seconds, key=seconds.get)
     return ConvChoice(name, batch, layer.algorithms[batch], seconds)
@@ -277,10 +303,12 @@ def _recording(layer, name, inputs):
     return forward
 
 
-def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
+def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
+                burst_seconds=BURST_SECONDS):
     """Time one WEIGHTS layer (Linear, Conv2d) of a sparse model against its compacted and CSR
     versions; each layer says how its product and its CSR form are computed
-    (gemm_operands, csr_forward: minissl/nn/protocol.py).
+    (gemm_operands, csr_forward: minissl/nn/protocol.py). Each sample is a burst of
+    back-to-back calls of one of them (compare's `burst_seconds`; 0: single calls).
 
     Shapes: x (B, *input shape of the layer). The compacted layer gets x restricted to the
     kept inputs (gathering them is the previous layer's job, so it is not timed). A conv
@@ -299,13 +327,14 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
     dense_gemm, compact_gemm = module.gemm_operands(x), small.gemm_operands(small_x)
     paths = ("", "")
     if hasattr(module, "algorithms"):  # each conv on its faster inference path
-        choices = tune_convolution(name, module, x), tune_convolution(name, small, small_x)
+        choices = (tune_convolution(name, module, x, burst_seconds=burst_seconds),
+                   tune_convolution(name, small, small_x, burst_seconds=burst_seconds))
         paths = tuple(choice.algorithm if choice else "" for choice in choices)
     with no_grad():
         timings, samples = compare(
             [lambda: module(x), lambda: small(small_x), lambda: module.csr_forward(csr, x),
              lambda: kernels.matmul(*dense_gemm), lambda: kernels.matmul(*compact_gemm)],
-            repeats, warmup, min_seconds)
+            repeats, warmup, min_seconds, burst_seconds)
     dense, compacted, sparse, dense_product, compact_product = timings
     ratio = Ratio.of(samples[0], samples[1])
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
@@ -314,7 +343,8 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2):
                       ratio.median, paths)
 
 
-def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2):
+def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2,
+                 burst_seconds=BURST_SECONDS):
     """layer_speed for the WEIGHTS layers of a model's chain (all, or those named in
     `layers`), each fed its real activations: x goes through the model once, in eval mode.
 
@@ -327,7 +357,7 @@ def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=
             wanted = name in layers if layers is not None else module.role is Role.WEIGHTS
             if wanted:
                 speeds.append(layer_speed(name, module, plan, current, repeats, warmup,
-                                          min_seconds))
+                                          min_seconds, burst_seconds))
             current = module(current)
     return speeds
 

@@ -47,6 +47,36 @@ def test_a_comparison_with_a_wide_spread_is_measured_again(monkeypatch):
     assert len(steady) == 8
 
 
+def test_compare_in_bursts_times_back_to_back_calls_per_sample(monkeypatch):
+    class FakeClock:
+        now = 0.0
+
+        def perf_counter(self):
+            return self.now
+
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "time", clock)
+    order = []
+
+    def slow():  # 1 ms a call: bursts of 5 fill the 5 ms asked for
+        order.append("slow")
+        clock.now += 1e-3
+
+    def fast():  # 0.01 ms a call: 500 would fill them, MAX_BURST is the cap
+        order.append("fast")
+        clock.now += 1e-5
+
+    (slow_time, fast_time), samples = timing.compare([slow, fast], repeats=3, warmup=1,
+                                                     burst_seconds=5e-3)
+    assert order[:2] == ["slow", "fast"]  # the warm-up calls
+    timed = order[2:]
+    burst = timing.MAX_BURST
+    assert timed[:5] == ["slow"] * 5 and timed[5:5 + burst] == ["fast"] * burst
+    assert timed.count("slow") == 3 * 5 and timed.count("fast") == 3 * timing.MAX_BURST
+    assert slow_time.median == pytest.approx(1e-3) and fast_time.median == pytest.approx(1e-5)
+    assert [len(times) for times in samples] == [3, 3]
+
+
 def test_timing_and_ratio_carry_their_quartiles():
     result = timing.Timing.of([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (result.q1, result.median, result.q3, result.best) == (2.0, 3.0, 4.0, 1.0)

@@ -637,8 +637,8 @@ def _conv_tiles_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
     return out
 
 
-# Eight output pixels of one filter, held in registers: a tuple of eight scalars that LLVM's SLP
-# vectorizer packs into one 256-bit SIMD register (see _slp_vectorizer).
+# Eight output pixels of one filter, held in registers: a tuple of eight scalars that LLVM's
+# SLP vectorizer packs into one 256-bit SIMD register (see _slp_vectorizer).
 LANES = 8
 
 
@@ -667,9 +667,11 @@ def _fma8(acc, weight, values):
 
 @njit(inline="always")
 def _store8(flat, start, acc):
+    """flat[start : start + 8] = acc (one vector store)."""
     i = U(start)
     flat[i], flat[i + U(1)], flat[i + U(2)], flat[i + U(3)] = acc[0], acc[1], acc[2], acc[3]
-    flat[i + U(4)], flat[i + U(5)], flat[i + U(6)], flat[i + U(7)] = acc[4], acc[5], acc[6], acc[7]
+    flat[i + U(4)], flat[i + U(5)] = acc[4], acc[5]
+    flat[i + U(6)], flat[i + U(7)] = acc[6], acc[7]
 
 
 @contextmanager
@@ -697,9 +699,9 @@ def _conv_chunks(weight2, panel, offsets, bias, chunks, out, low, high):
     pixels of one output row, at p in the planes' row-major order and e in the output's.
 
     Shapes: weight2 (N, R), panel flat, offsets (R,), bias (N,), chunks (M, 2) with M a
-    multiple of eight, out (N, OH, OW) of one image. Blocks of four filters; when the count is not a multiple of
-    four, the last block is the last four filters (a few are computed and written twice, with
-    the same values); fewer than four filters go one at a time.
+    multiple of eight, out (N, OH, OW) of one image. Blocks of four filters; when the count is
+    not a multiple of four, the last block is the last four filters (a few are computed and
+    written twice, with the same values); fewer than four filters go one at a time.
     """
     flat = out.reshape(out.shape[0], -1)  # (N, OH*OW)
     if high - low < 4:
@@ -712,10 +714,10 @@ def _conv_chunks(weight2, panel, offsets, bias, chunks, out, low, high):
 
 @njit(cache=True, fastmath={"contract"})
 def _chunks_four_filters(weight2, panel, offsets, bias, chunks, out, i):
-    """Filters i ... i+3 of _conv_chunks, two chunks per step: eight registers of sums stay
-    put over all R kept rows (two vector loads and four broadcasts feed eight vector
-    multiply-adds) and each is stored once, straight into the output: no wrapped-around
-    columns and no copy."""
+    """Filters i ... i+3 of _conv_chunks (out: (N, OH*OW)), two chunks per step: eight
+    registers of sums stay put over all R kept rows (two vector loads and four broadcasts
+    feed eight vector multiply-adds) and each is stored once, straight into the output: no
+    wrapped-around columns and no copy."""
     depth = weight2.shape[1]
     r0, r1, r2, r3 = out[i], out[i + 1], out[i + 2], out[i + 3]
     for m in range(0, chunks.shape[0], 2):
@@ -726,7 +728,8 @@ def _chunks_four_filters(weight2, panel, offsets, bias, chunks, out, i):
         for k in range(depth):
             start = offsets[k]
             v, u = _load8(panel, start + p), _load8(panel, start + q)
-            a0, a1, a2, a3 = weight2[i, k], weight2[i + 1, k], weight2[i + 2, k], weight2[i + 3, k]
+            a0, a1 = weight2[i, k], weight2[i + 1, k]
+            a2, a3 = weight2[i + 2, k], weight2[i + 3, k]
             s0, t0 = _fma8(s0, a0, v), _fma8(t0, a0, u)
             s1, t1 = _fma8(s1, a1, v), _fma8(t1, a1, u)
             s2, t2 = _fma8(s2, a2, v), _fma8(t2, a2, u)
@@ -744,9 +747,8 @@ def _chunks_four_filters(weight2, panel, offsets, bias, chunks, out, i):
 
 @njit(cache=True, fastmath={"contract"})
 def _chunks_one_filter(weight2, panel, offsets, bias, chunks, out, n):
-    """Filter n of _conv_chunks, eight chunks per step: eight independent sums in flight, as
-    many as the two FMA units need to hide their latency (four chunks ran at 12 GMAC/s, eight
-    at about twice that)."""
+    """Filter n of _conv_chunks (out: (N, OH*OW)), eight chunks per step: eight independent
+    sums in flight, enough to keep two FMA units of four cycles' latency busy."""
     row = out[n]
     for m in range(0, chunks.shape[0], 8):
         p0, p1, p2, p3 = chunks[m, 0], chunks[m + 1, 0], chunks[m + 2, 0], chunks[m + 3, 0]
@@ -754,10 +756,14 @@ def _chunks_one_filter(weight2, panel, offsets, bias, chunks, out, n):
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _splat8(bias[n])
         for k in range(weight2.shape[1]):
             start, a = offsets[k], weight2[n, k]
-            s0, s1 = _fma8(s0, a, _load8(panel, start + p0)), _fma8(s1, a, _load8(panel, start + p1))
-            s2, s3 = _fma8(s2, a, _load8(panel, start + p2)), _fma8(s3, a, _load8(panel, start + p3))
-            s4, s5 = _fma8(s4, a, _load8(panel, start + p4)), _fma8(s5, a, _load8(panel, start + p5))
-            s6, s7 = _fma8(s6, a, _load8(panel, start + p6)), _fma8(s7, a, _load8(panel, start + p7))
+            s0 = _fma8(s0, a, _load8(panel, start + p0))
+            s1 = _fma8(s1, a, _load8(panel, start + p1))
+            s2 = _fma8(s2, a, _load8(panel, start + p2))
+            s3 = _fma8(s3, a, _load8(panel, start + p3))
+            s4 = _fma8(s4, a, _load8(panel, start + p4))
+            s5 = _fma8(s5, a, _load8(panel, start + p5))
+            s6 = _fma8(s6, a, _load8(panel, start + p6))
+            s7 = _fma8(s7, a, _load8(panel, start + p7))
         for j, acc in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
             _store8(row, chunks[m + j, 1], acc)
 
