@@ -82,9 +82,10 @@ def measure(batch, repeats):
                                                          repeats=repeats, warmup=3)
         ratio = timing.Ratio.of(samples[0], samples[1])
         shifted_ratio = timing.Ratio.of(samples[0], samples[2])
-        pixels = (kernels.conv_output_size(height, kernel, stride, padding)
-                  * kernels.conv_output_size(width, kernel, stride, padding))
-        pick = kernels.conv_algorithm(batch, filters, depth, pixels, stride)
+        out_h = kernels.conv_output_size(height, kernel, stride, padding)
+        out_w = kernels.conv_output_size(width, kernel, stride, padding)
+        pixels = out_h * out_w
+        pick = kernels.conv_algorithm(batch, filters, depth, out_h, out_w, stride)
         times = {"gemm": slow.median, "tiles": fast.median, "shifted": runs.median}
         rows_out.append({"shape": name, "batch": batch, "filters": filters, "depth": depth,
                          "pixels": pixels,

@@ -215,7 +215,8 @@ class LayerSpeed:
                 "speedup_iqr": list(self.speedup_range),
                 "ideal_speedup": self.ideal_speedup, "efficiency": self.efficiency,
                 "gemm_speedup": self.gemm_speedup, "csr_speedup": self.csr_speedup,
-                "paths": list(self.paths), "flags": self.flags()}
+                "dense_ms": 1e3 * self.dense_s, "compact_ms": 1e3 * self.compact_s,
+                "csr_ms": 1e3 * self.csr_s, "paths": list(self.paths), "flags": self.flags()}
 
 
 def speedup_flags(speedup, quartiles, flop_pct):

@@ -23,13 +23,14 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
     assert baseline["flops_pct"] == [100.0, 100.0] and baseline["error"] < 0.2
     assert filters["filters"][1] < 50 or filters["channels"][1] < 20   # strong lambdas prune
     assert shapes["columns"][1] < 500
-    for row in (filters, shapes):
+    # the cut zeroes only groups below its threshold: 1e-3 by default, the shapes row's own
+    for row, threshold in ((filters, 1e-3), (shapes, mnist_lenet.DEFAULT_SHAPE_CUT)):
         assert row["compacted"]["same_predictions"] == [2000, 2000]
         assert row["compacted"]["params"][1] < row["compacted"]["params"][0]
         assert len(row["speedup"]) == 2 and row["whole_speedup"] > 0
-        cut = row["cut"]  # the cut zeroes only groups below its threshold, 1e-3 by default
+        cut = row["cut"]
         assert (cut["largest_norm_zeroed"] > 0) == (cut["groups_zeroed"] > 0)
-        assert cut["largest_norm_zeroed"] < 1e-3 and cut["threshold"] == 1e-3
+        assert cut["largest_norm_zeroed"] < threshold and cut["threshold"] == threshold
         # the table counts what the compacted model keeps: conv1 keeps only the filters that
         # conv2 reads, never more than its nonzero filters
         assert row["filters"][0] == row["channels"][1] <= row["nonzero"]["filters"][0]
@@ -58,7 +59,10 @@ def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
     assert "must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--strong-shape-cut", "-0.1"])
-    assert "--strong-shape-cut must be >= 0" in capsys.readouterr().err
+    assert "--shape-cut and --strong-shape-cut must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        mnist_lenet.parse_args(["--shape-cut", "-0.1"])
+    assert "--shape-cut and --strong-shape-cut must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -81,6 +85,7 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--quick", "--data", "--out", "--rows", "--filter-lambda", "--shape-lambda",
                  "--strong-filter-lambda", "--strong-shape-lambda", "--strong-shape-cut",
+                 "--shape-cut",
                  "--cut", "--finetune-epochs", "--backend"):
         assert flag in text
 

@@ -369,15 +369,15 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
     """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
     rows, filter counts (1-20: blocks of four, the last block overlapping the one before it,
-    fewer than four one at a time, two blocks per part of a split), outputs narrower and
-    wider than eight pixels (runs, or chunks of eight with the last one overlapping) and
-    thread splits (over images, and over an image's filters) equals its NumPy reference, and
-    both equal im2col + GEMM."""
+    fewer than four one at a time), outputs narrower and wider than eight pixels (runs, or
+    chunks of eight with the last one overlapping, eight or two chunks per step) and thread
+    splits (over images, and over an image's chunks) equals its NumPy reference, and both
+    equal im2col + GEMM."""
     x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
     threshold = numba_cpu.SHIFTED_SPLIT_MACS
-    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split an image's filters over the threads too (>= 16)
+    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split an image's output rows over the threads too
     try:
         split = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
                                        runs + 1, np.full(shape, np.nan, x.dtype))
@@ -418,8 +418,8 @@ def test_the_shifted_kernel_runs_strided_padded_layers_under_ops():
 
 
 def test_a_convolution_without_autograd_takes_the_tile_kernel_and_agrees():
-    """Under no_grad a small conv runs kernels.conv_tiles (no graph); with autograd it runs
-    im2col + GEMM; both give the same output."""
+    """Under no_grad a small strided conv with a narrow output runs kernels.conv_tiles (no
+    graph); with autograd it runs im2col + GEMM; both give the same output."""
     import minissl
     from minissl import Tensor, no_grad, ops
 
@@ -429,12 +429,12 @@ def test_a_convolution_without_autograd_takes_the_tile_kernel_and_agrees():
     previous = minissl.get_backend()
     minissl.set_backend("numba")
     try:
-        assert kernels.conv_algorithm(3, 4, 18, 25, stride=2) == "tiles"
-        assert kernels.conv_algorithm(100, 50, 500, 64) == "gemm"
-        assert kernels.conv_algorithm(100, 4, 25, 576) == "shifted"
-        assert kernels.conv_algorithm(100, 32, 800, 256) == "gemm"
-        assert kernels.conv_algorithm(1, 32, 800, 256) == "shifted"
-        assert kernels.conv_algorithm(100, 4, 25, 576, stride=2) == "gemm"
+        assert kernels.conv_algorithm(3, 4, 18, 5, 5, stride=2) == "tiles"
+        assert kernels.conv_algorithm(100, 64, 576, 4, 4, stride=2) == "gemm"
+        assert kernels.conv_algorithm(100, 4, 18, 4, 4) == "shifted"
+        assert kernels.conv_algorithm(100, 50, 500, 8, 8) == "shifted"
+        assert kernels.conv_algorithm(100, 32, 800, 16, 16) == "shifted"
+        assert kernels.conv_algorithm(1, 96, 363, 55, 55, stride=4) == "shifted"
         trained = ops.conv2d(x, weight, None, 2, 1)
         with no_grad():
             inferred = ops.conv2d(x, weight, None, 2, 1)

@@ -162,33 +162,31 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 
 
 # Which algorithm an inference convolution runs on the CPU: a cost model measured with
-# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches"
-# and "Shifted runs instead of patches").
+# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches",
+# "Shifted runs instead of patches" and "Sums in registers").
 # im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
-# that small layers do not amortize. For stride 1, the shifted-runs kernel, which builds no
-# patches at all, was the fastest path at batch 1 and 100 on every layer of at most
-# SHIFTED_MAX_MACS_PER_IMAGE multiply-adds per image (LeNet's layers, compacted or not,
-# the CIFAR stems; 1.1-8x faster than BLAS), and on the larger layers with 32x32 outputs;
-# on 16x16 outputs only at small batches, and on 8x8 outputs (where the kw-1 wrapped
-# columns it computes and drops are 25-50% more work) BLAS won. For strided layers: the
-# per-image tile kernel for a few images through a small layer (1.2-4x faster than BLAS at
-# batch 1 and 8), BLAS otherwise.
+# that small layers do not amortize, and writes a patch matrix R times the size of the input.
+# Since the shifted-runs kernel computes eight pixels of an output row at a time with its sums
+# in registers (outputs at least SHIFTED_MIN_WIDTH wide), it was the fastest path on every
+# layer measured, at batch 1 and 100, strided or not: LeNet's layers (compacted or not), the
+# CIFAR ConvNet's and ResNet's (1.6-10x faster than BLAS), AlexNet's. Narrower outputs fall
+# back on the older rules: shifted runs for stride 1 up to SHIFTED_MAX_MACS_PER_IMAGE
+# multiply-adds per image, the per-image tile kernel for a few images through a small strided
+# layer, BLAS otherwise.
+SHIFTED_MIN_WIDTH = 8
 TILE_MAX_BATCH = 16
 TILE_MAX_MACS_PER_IMAGE = 1_000_000
 SHIFTED_MAX_MACS_PER_IMAGE = 1_000_000
-SHIFTED_MIN_PIXELS = 1024        # ... or at least this many output pixels,
-SHIFTED_MIN_PIXELS_SMALL = 256   # ... or this many at batch <= TILE_MAX_BATCH
 
 
-def conv_algorithm(batch, filters, depth, pixels, stride=1):
+def conv_algorithm(batch, filters, depth, out_h, out_w, stride=1):
     """"shifted", "tiles" or "gemm" for an inference convolution of `batch` images with W2 of
-    shape (filters, depth), `pixels` = OH*OW output positions and `stride` (the cost model
-    above)."""
-    macs = filters * depth * pixels  # per image
-    if stride == 1:
-        shifted = (macs <= SHIFTED_MAX_MACS_PER_IMAGE or pixels >= SHIFTED_MIN_PIXELS
-                   or (batch <= TILE_MAX_BATCH and pixels >= SHIFTED_MIN_PIXELS_SMALL))
-        return "shifted" if shifted else "gemm"
+    shape (filters, depth), an OH x OW output and `stride` (the cost model above)."""
+    if out_w >= SHIFTED_MIN_WIDTH:
+        return "shifted"
+    macs = filters * depth * out_h * out_w  # per image
+    if stride == 1 and macs <= SHIFTED_MAX_MACS_PER_IMAGE:
+        return "shifted"
     small = batch <= TILE_MAX_BATCH and macs <= TILE_MAX_MACS_PER_IMAGE
     return "tiles" if small else "gemm"
 

@@ -9,8 +9,6 @@ loop (images, patch rows, or GEMM tiles). OpenBLAS and Numba share the two cores
 threads of both sleep instead of spinning (see `minissl.backend`).
 """
 
-from contextlib import contextmanager
-
 import numpy as np
 from numba import njit, prange
 from numba.core import config as numba_config
@@ -23,8 +21,8 @@ GEMM_KC = 256
 GEMM_NC = 512
 GEMM_MC = 128
 
-# conv_shifted splits an image's filters over threads from this many multiply-adds per image
-# (AlexNet's layers at batch 1); below it a second thread costs more than it saves.
+# conv_shifted splits an image's output rows over threads from this many multiply-adds per
+# image (AlexNet's layers at batch 1); below it a second thread costs more than it saves.
 SHIFTED_SPLIT_MACS = 2_000_000
 
 
@@ -674,9 +672,8 @@ def _store8(flat, start, acc):
     flat[i + U(6)], flat[i + U(7)] = acc[6], acc[7]
 
 
-@contextmanager
-def _slp_vectorizer():
-    """LLVM's SLP vectorizer on while the shifted-runs kernel compiles.
+class _slp_vectorizer:
+    """LLVM's SLP vectorizer on while the shifted-runs kernel compiles (a context manager).
 
     Numba keeps it off by default (numba PR #8852, after reported miscompilations), and without
     it the eight-lane tuples above stay eight scalar multiply-adds: 2-3x slower (measured,
@@ -684,32 +681,34 @@ def _slp_vectorizer():
     tested against its NumPy reference on random shapes, strides and padding
     (tests/test_kernels.py).
     """
-    saved = numba_config.SLP_VECTORIZE
-    numba_config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        numba_config.SLP_VECTORIZE = saved
+
+    def __enter__(self):
+        self.saved = numba_config.SLP_VECTORIZE
+        numba_config.SLP_VECTORIZE = 1
+
+    def __exit__(self, *exception):
+        numba_config.SLP_VECTORIZE = self.saved
 
 
 @njit(cache=True, fastmath={"contract"})
-def _conv_chunks(weight2, panel, offsets, bias, chunks, out, low, high):
-    """out[n].flat[e : e+8] = bias[n] + sum_r W2[n, r] * panel[offsets[r] + p : ... + 8] for the
-    filters n in [low, high) and each chunk (p, e) of `chunks`: eight neighbouring output
-    pixels of one output row, at p in the planes' row-major order and e in the output's.
+def _conv_chunks(weight2, panel, offsets, bias, chunks, out):
+    """out[n].flat[e : e+8] = bias[n] + sum_r W2[n, r] * panel[offsets[r] + p : ... + 8] for
+    every filter n and each chunk (p, e) of `chunks`: eight neighbouring output pixels of one
+    output row, at p in the planes' row-major order and e in the output's.
 
-    Shapes: weight2 (N, R), panel flat, offsets (R,), bias (N,), chunks (M, 2) with M a
-    multiple of eight, out (N, OH, OW) of one image. Blocks of four filters; when the count is
-    not a multiple of four, the last block is the last four filters (a few are computed and
-    written twice, with the same values); fewer than four filters go one at a time.
+    Shapes: weight2 (N, R), panel flat, offsets (R,), bias (N,), chunks (M, 2) with M even,
+    out (N, OH, OW) of one image. Blocks of four filters; when N is not a multiple of four,
+    the last block is the last four filters (a few are computed and written twice, with the
+    same values); fewer than four filters go one at a time.
     """
-    flat = out.reshape(out.shape[0], -1)  # (N, OH*OW)
-    if high - low < 4:
-        for n in range(low, high):
+    filters = weight2.shape[0]
+    flat = out.reshape(filters, -1)  # (N, OH*OW)
+    if filters < 4:
+        for n in range(filters):
             _chunks_one_filter(weight2, panel, offsets, bias, chunks, flat, n)
         return
-    for block in range(low, high, 4):
-        _chunks_four_filters(weight2, panel, offsets, bias, chunks, flat, min(block, high - 4))
+    for block in range(0, filters, 4):
+        _chunks_four_filters(weight2, panel, offsets, bias, chunks, flat, min(block, filters - 4))
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -747,10 +746,12 @@ def _chunks_four_filters(weight2, panel, offsets, bias, chunks, out, i):
 
 @njit(cache=True, fastmath={"contract"})
 def _chunks_one_filter(weight2, panel, offsets, bias, chunks, out, n):
-    """Filter n of _conv_chunks (out: (N, OH*OW)), eight chunks per step: eight independent
-    sums in flight, enough to keep two FMA units of four cycles' latency busy."""
-    row = out[n]
-    for m in range(0, chunks.shape[0], 8):
+    """Filter n of _conv_chunks (out: (N, OH*OW)), eight chunks per step (eight independent
+    sums in flight, enough to keep two FMA units of four cycles' latency busy), the last
+    M % 8 two at a time."""
+    row, count = out[n], chunks.shape[0]
+    eights = count // 8 * 8
+    for m in range(0, eights, 8):
         p0, p1, p2, p3 = chunks[m, 0], chunks[m + 1, 0], chunks[m + 2, 0], chunks[m + 3, 0]
         p4, p5, p6, p7 = chunks[m + 4, 0], chunks[m + 5, 0], chunks[m + 6, 0], chunks[m + 7, 0]
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = _splat8(bias[n])
@@ -766,18 +767,28 @@ def _chunks_one_filter(weight2, panel, offsets, bias, chunks, out, n):
             s7 = _fma8(s7, a, _load8(panel, start + p7))
         for j, acc in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
             _store8(row, chunks[m + j, 1], acc)
+    for m in range(eights, count, 2):
+        p, q = chunks[m, 0], chunks[m + 1, 0]
+        s = t = _splat8(bias[n])
+        for k in range(weight2.shape[1]):
+            start, a = offsets[k], weight2[n, k]
+            s, t = _fma8(s, a, _load8(panel, start + p)), _fma8(t, a, _load8(panel, start + q))
+        _store8(row, chunks[m, 1], s)
+        _store8(row, chunks[m + 1, 1], t)
 
 
 @njit(cache=True, fastmath={"contract"})
 def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, chunks,
-                         start, stop, low, high):
-    """Filters low ... high-1 of images start ... stop-1 of conv_shifted, image after image.
+                         start, stop):
+    """Images start ... stop-1 of conv_shifted, image after image: the output pixels of
+    `chunks` (all of them, or one thread's share), or all of them through `wide`.
 
     Shapes: x (B, C, H, W); phases (C, s, s, H', W') with H' = ceil((H + 2p) / s) (likewise
     W'), zero wherever padding is read (those entries are never written, so they stay zero
     from image to image), unused when s == 1 and p == 0; chunks (M, 2) (see _shifted_layout)
     when OW >= 8, else wide (N, span) with span = (OH-1)*W' + OW.
     """
+    filters = weight2.shape[0]
     height, width = x.shape[2], x.shape[3]
     out_h, out_w = out.shape[2], out.shape[3]
     row_length = phases.shape[4]  # W': output pixel (oh, ow) sits at oh*W' + ow of a run
@@ -802,18 +813,18 @@ def _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases
                             row[j] = source[j * stride + phase - padding]
             panel = flat
         if out_w >= LANES:  # eight pixels of an output row at a time, sums in registers
-            _conv_chunks(weight2, panel, offsets, bias, chunks, out[b], low, high)
+            _conv_chunks(weight2, panel, offsets, bias, chunks, out[b])
             continue
         # narrower outputs: whole runs of span pixels into `wide`, wrapped columns dropped
         span = wide.shape[1]
-        for n in range(low, high):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
+        for n in range(filters):  # wide[n] = bias[n] + sum_r W2[n, r] * panel[offsets[r]:]
             row, value = wide[n], bias[n]
             for t in range(span):
                 row[t] = value
-        for i in range(low, high, 4):
-            _gemm_rows(weight2, panel, offsets, wide, i, min(4, high - i), 0, weight2.shape[1],
+        for i in range(0, filters, 4):
+            _gemm_rows(weight2, panel, offsets, wide, i, min(4, filters - i), 0, weight2.shape[1],
                        0, span)
-        for n in range(low, high):
+        for n in range(filters):
             row, plane = wide[n], out[b, n]
             for oh in range(out_h):
                 source = row[oh * row_length:oh * row_length + out_w]
@@ -829,15 +840,18 @@ def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
 
     chunks (M, 2): for each output row oh and ow0 = 0, 8, 16, ... (the last one moved left to
     OW-8, overlapping the one before it), the chunk's start oh*W' + ow0 in the planes and
-    oh*OW + ow0 in the output; the last chunk is repeated up to a multiple of eight. Empty when
+    oh*OW + ow0 in the output; the last chunk is repeated when M would be odd. Empty when
     OW < 8 (then `wide` is used instead).
     """
     channels = x.shape[1]
     height = -(-(x.shape[2] + 2 * padding) // stride)  # H' = ceil((H + 2p) / s)
     width = -(-(x.shape[3] + 2 * padding) // stride)
-    c, kh, kw = rows // (kernel_h * kernel_w), rows // kernel_w % kernel_h, rows % kernel_w
-    phase = (c * stride + kh % stride) * stride + kw % stride
-    offsets = phase * (height * width) + (kh // stride) * width + kw // stride
+    offsets = np.empty(rows.shape[0], dtype=np.int64)
+    for r in range(rows.shape[0]):  # one loop, no temporaries: this runs on every call
+        row = rows[r]
+        c, kh, kw = row // (kernel_h * kernel_w), row // kernel_w % kernel_h, row % kernel_w
+        phase = (c * stride + kh % stride) * stride + kw % stride
+        offsets[r] = phase * (height * width) + (kh // stride) * width + kw // stride
     out_h, out_w = out.shape[2], out.shape[3]
     if stride == 1 and padding == 0:
         phases = np.zeros((1, 1, 1, 1, width), dtype=x.dtype)  # only its width: x is read
@@ -846,7 +860,7 @@ def _shifted_layout(x, weight2, rows, kernel_h, kernel_w, stride, padding, out):
     if out_w >= LANES:
         per_row = -(-out_w // LANES)
         count = out_h * per_row
-        chunks = np.empty((count + -count % 8, 2), dtype=np.int64)
+        chunks = np.empty((count + count % 2, 2), dtype=np.int64)
         for oh in range(out_h):
             for j in range(per_row):
                 ow = min(j * LANES, out_w - LANES)
@@ -878,17 +892,18 @@ def conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, th
     by _gemm_rows into an (N, span) buffer, its OW-wide rows copied out, the W'-OW wrapped-
     around columns between them computed and dropped).
     The work is split over `threads` threads: into runs of images, and when there are fewer
-    images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more, each
-    image's filters into parts too (at least two blocks of four filters each; each part
-    splits the image into its own phase planes). Work for one thread stays on the calling
-    thread: entering a parallel Numba function costs about 30 microseconds.
+    images than threads and each image is SHIFTED_SPLIT_MACS multiply-adds or more (and at
+    least eight pixels wide), each image's chunks into parts too (each part splits the image
+    into its own phase planes). Work for one thread stays on the calling thread: entering a
+    parallel Numba function costs a few microseconds while the pool's threads still spin,
+    50-70 once they sleep (minissl.backend).
     """
-    batch, filters = x.shape[0], weight2.shape[0]
+    batch = x.shape[0]
     runs = max(1, min(batch, threads))
     parts = 1
-    macs = filters * weight2.shape[1] * out.shape[2] * out.shape[3]  # per image
-    if runs < threads and macs >= SHIFTED_SPLIT_MACS:
-        parts = max(1, min(threads // runs, filters // 8))  # two blocks of four per part
+    macs = weight2.shape[0] * weight2.shape[1] * out.shape[2] * out.shape[3]  # per image
+    if runs < threads and macs >= SHIFTED_SPLIT_MACS and out.shape[3] >= LANES:
+        parts = threads // runs
     with _slp_vectorizer():
         if runs * parts == 1:
             return _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding,
@@ -902,23 +917,20 @@ def _conv_shifted_serial(x, weight2, rows, kernel_h, kernel_w, stride, padding, 
     offsets, phases, wide, chunks = _shifted_layout(x, weight2, rows, kernel_h, kernel_w,
                                                     stride, padding, out)
     _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide, chunks,
-                         0, x.shape[0], 0, weight2.shape[0])
+                         0, x.shape[0])
     return out
 
 
 @njit(parallel=True, cache=True)
 def _conv_shifted_parallel(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs,
                            parts, out):
-    batch, filters = x.shape[0], weight2.shape[0]
-    blocks = (filters + 3) // 4
-    for task in prange(runs * parts):  # (run of images, part of the filters)
+    batch = x.shape[0]
+    for task in prange(runs * parts):  # (run of images, part of each image's chunks)
         run, part = task // parts, task % parts
-        low = min(filters, part * blocks // parts * 4)
-        high = min(filters, (part + 1) * blocks // parts * 4)
-        if low < high:
-            offsets, phases, wide, chunks = _shifted_layout(x, weight2, rows, kernel_h,
-                                                            kernel_w, stride, padding, out)
-            _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide,
-                                 chunks, run * batch // runs, (run + 1) * batch // runs, low,
-                                 high)
+        offsets, phases, wide, chunks = _shifted_layout(x, weight2, rows, kernel_h, kernel_w,
+                                                        stride, padding, out)
+        pairs = chunks.shape[0] // 2  # parts take whole pairs: each keeps an even count
+        share = chunks[part * pairs // parts * 2:(part + 1) * pairs // parts * 2]
+        _conv_shifted_images(x, weight2, offsets, bias, stride, padding, out, phases, wide,
+                             share, run * batch // runs, (run + 1) * batch // runs)
     return out

@@ -266,8 +266,7 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     out_h = kernels.conv_output_size(x.shape[2], kernel_size[0], stride, padding)
     out_w = kernels.conv_output_size(x.shape[3], kernel_size[1], stride, padding)
     if algorithm is None:
-        algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h * out_w,
-                                           stride)
+        algorithm = kernels.conv_algorithm(x.shape[0], *weight2.shape, out_h, out_w, stride)
     bias = None if bias is None else bias.data
     if algorithm == "tiles":
         return Tensor(kernels.conv_tiles(x.data, weight2.data, *kernel_size, stride, padding,
