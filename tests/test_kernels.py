@@ -393,6 +393,37 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     np.testing.assert_allclose(expected, by_gemm, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("filters, gathered, stride, padding, threads, size", [
+    (1, False, 1, 0, 1, 14), (3, True, 1, 1, 2, 14), (6, False, 2, 1, 2, 14),
+    (13, True, 1, 0, 3, 14), (5, False, 1, 0, 2, 24), (2, True, 1, 1, 1, 23)])
+def test_numba_conv_shifted_sums_many_rows_in_blocks(filters, gathered, stride, padding,
+                                                     threads, size):
+    """Layers with more kept rows than SHIFTED_KC (here 20 channels x 5x5 = 500, or a random
+    half) are summed a block of rows at a time, the partial sums parked in the output: equal
+    to the NumPy reference, one image split over threads or not, with filters left over
+    after the blocks of four and with output rows whose last chunk overlaps (20 and 21
+    pixels: three chunks, the row's last repeated)."""
+    rng = np.random.default_rng(filters)
+    x = rng.standard_normal((2, 20, size, size)).astype(np.float32)
+    count = 20 * 25
+    rows = np.flatnonzero(rng.random(count) < 0.5) if gathered else np.arange(count)
+    assert len(rows) > numba_cpu.SHIFTED_KC
+    weight2 = rng.standard_normal((filters, len(rows))).astype(np.float32)
+    bias = rng.standard_normal(filters).astype(np.float32)
+    out_size = (size + 2 * padding - 5) // stride + 1
+    shape = (2, filters, out_size, out_size)
+    threshold = numba_cpu.SHIFTED_SPLIT_MACS
+    numba_cpu.SHIFTED_SPLIT_MACS = 0
+    try:
+        got = numba_cpu.conv_shifted(x, weight2, rows, 5, 5, stride, padding, bias, threads,
+                                     np.full(shape, np.nan, np.float32))
+    finally:
+        numba_cpu.SHIFTED_SPLIT_MACS = threshold
+    expected = reference.conv_tiles(x, weight2, rows, 5, 5, stride, padding, bias, 1,
+                                    np.empty(shape, np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["conv_tiles", "conv_shifted"])
 def test_inference_kernel_arguments_are_validated(name):
     convolve = getattr(kernels, name)
