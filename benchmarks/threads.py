@@ -5,8 +5,9 @@ after a BLAS GEMM, under several thread settings, each setting in its own child 
     python -m benchmarks.threads --help
 
 Settings (both libraries read them at start-up, so each needs a fresh process):
-  spinning        OMP_WAIT_POLICY=ACTIVE,  OPENBLAS_THREAD_TIMEOUT=28 (OpenBLAS's default)
-  passive OpenMP  OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=28
+  spinning        OMP_WAIT_POLICY=ACTIVE,  OPENBLAS_THREAD_TIMEOUT=28 (OpenBLAS's default),
+                  GOMP_SPINCOUNT=INFINITE
+  passive OpenMP  OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=28, GOMP_SPINCOUNT=0
   no spin         OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4  (minissl before 2026-11-28)
   short spin      the same, GOMP_SPINCOUNT=3000 (libgomp's threads spin about 0.1 ms, then
                   sleep)
@@ -24,8 +25,12 @@ import sys
 import time
 
 SETTINGS = {
-    "spinning": {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
-    "passive OpenMP": {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28"},
+    # each setting names GOMP_SPINCOUNT: minissl (imported by this parent process) sets it
+    # in the environment the children inherit, and libgomp lets it override the wait policy
+    "spinning": {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28",
+                 "GOMP_SPINCOUNT": "INFINITE"},
+    "passive OpenMP": {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "28",
+                       "GOMP_SPINCOUNT": "0"},
     "no spin": {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4",
                 "GOMP_SPINCOUNT": "0"},
     "short spin": {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4",
