@@ -19,15 +19,24 @@ def test_compare_interleaves_the_calls():
     assert [len(times) for times in samples] == [3, 3]
 
 
-def test_a_comparison_with_a_wide_spread_is_measured_again(monkeypatch):
-    class FakeClock:  # the calls below advance it, so the spreads do not depend on the machine
-        now = 0.0
+class FakeClock:
+    """timing's clock, advanced by the timed calls themselves: the timings do not depend on
+    the machine."""
 
-        def perf_counter(self):
-            return self.now
+    now = 0.0
 
-    clock = FakeClock()
-    monkeypatch.setattr(timing, "time", clock)
+    def perf_counter(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
+
+
+def test_a_comparison_with_a_wide_spread_is_measured_again(clock):
     calls = []
 
     def jumpy():  # every other call 10x slower: an IQR far wider than MAX_SPREAD
@@ -47,15 +56,7 @@ def test_a_comparison_with_a_wide_spread_is_measured_again(monkeypatch):
     assert len(steady) == 8
 
 
-def test_compare_in_bursts_times_back_to_back_calls_per_sample(monkeypatch):
-    class FakeClock:
-        now = 0.0
-
-        def perf_counter(self):
-            return self.now
-
-    clock = FakeClock()
-    monkeypatch.setattr(timing, "time", clock)
+def test_compare_in_bursts_times_back_to_back_calls_per_sample(clock):
     order = []
 
     def slow():  # 1 ms a call: bursts of 5 fill the 5 ms asked for
