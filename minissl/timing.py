@@ -9,7 +9,9 @@ layer's inference paths (im2col + BLAS, the per-image tile kernel, the shifted-r
 kernel) on its real input and keeps the fastest on the layer for that batch size; the speed
 comparisons run it on both sides first, so that each layer is timed on its best path.
 
-Every figure carries its spread, the interquartile range (IQR) over the timed calls; a
+Layer speeds and the tuner time each sample as a burst of back-to-back calls of one layer
+(BURST_SECONDS, see compare): the layer as a forward pass runs it, on data still in the
+cache. Every figure carries its spread, the interquartile range (IQR) over the samples; a
 comparison whose spread is wider than MAX_SPREAD is measured again (up to MAX_ATTEMPTS times,
 keeping the tightest). A speedup is the median of the per-round ratios of two calls timed
 side by side. `LayerSpeed.flags()` names a speedup that the FLOPs cannot explain: above the
