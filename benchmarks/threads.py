@@ -10,8 +10,8 @@ Settings (both libraries read them at start-up, so each needs a fresh process):
   passive OpenMP  OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=28, GOMP_SPINCOUNT=0
   no spin         OMP_WAIT_POLICY=PASSIVE, OPENBLAS_THREAD_TIMEOUT=4  (minissl before 2026-11-28)
   short spin      the same, GOMP_SPINCOUNT=3000 (libgomp's threads spin about 0.1 ms, then
-                  sleep)
-  longer spin     the same, GOMP_SPINCOUNT=30000 (0.2-1 ms; minissl.backend's default now)
+                  sleep: minissl.backend's default now)
+  longer spin     the same, GOMP_SPINCOUNT=30000 (0.2-1 ms)
 Random inputs, no data needed. Prints median milliseconds per training step (LeNet, batch 64;
 the CIFAR ConvNet, batch 128), per LeNet inference pass (eval mode, batch 1 and 100), and the
 GFLOP/s of minissl's Numba GEMM (1024) when called right after a BLAS GEMM.

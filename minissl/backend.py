@@ -28,14 +28,17 @@ def _quiet_idle_threads():
     Sleeping at once has its own cost: waking a sleeping thread takes 50-70 microseconds on
     these machines, paid by every parallel Numba call that comes more than a moment after the
     last one (a batch-1 LeNet forward pass makes several; a compacted layer runs in 0.02-0.3
-    ms). So libgomp's threads (Numba's "omp" layer) spin for GOMP_SPINCOUNT = 30000 turns
-    first, about 0.2-1 ms, then sleep: the LeNet batch-1 pass went from 0.51 to 0.24 ms with
-    the training steps unchanged within noise (benchmarks.threads, docs/results.md).
+    ms). So libgomp's threads (Numba's "omp" layer) spin for GOMP_SPINCOUNT = 3000 turns
+    first, about 0.1 ms, then sleep: the LeNet batch-1 pass went from 0.48-0.56 to 0.25 ms
+    with the training steps unchanged within noise. A ten times longer spin was as good on
+    those, but on AlexNet's compacted layers, where a Numba patch kernel and a BLAS product
+    alternate, its spinning threads slowed BLAS down (benchmarks.threads, benchmarks.speedup
+    --paper alexnet; docs/results.md).
     Both libraries read these when they start, so this runs before NumPy is imported; a
     program that imported NumPy before minissl keeps OpenBLAS's default.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
