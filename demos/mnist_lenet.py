@@ -49,10 +49,10 @@ PAPER_ROWS = [
 # rows started from the trained baseline"; DESIGN.md's starting points were 0.03 / 0.06 /
 # 0.03 and 0.02 / 0.03, which kept more filters and columns):
 # filters: 0.035 / 0.075 / 0.03 gave 0.79% with 4-15 filters on 4 channels (paper #2: 0.8%,
-# 5-19, 4 channels)
+# 5-19, 4 channels); 0.76% with 5-16 on 5 channels on the eighth session's machine
 DEFAULT_FILTER_LAMBDAS = (0.035, 0.075, 0.03)
 # filters-strong: 0.06 / 0.17 / 0.08 gave 0.93% with 3-11 filters on 3 channels (paper #3:
-# 1.0%, 3-12, 3 channels)
+# 1.0%, 3-12, 3 channels); 0.87% with 3-11 on the eighth session's machine
 DEFAULT_STRONG_FILTER_LAMBDAS = (0.06, 0.17, 0.08)
 # shapes: 0.025 / 0.055 with its own cut (below) gave 0.77% with 21-41 columns on 3 channels
 # (paper #4: 0.8%, 21-41 on 2 channels; docs/results.md, eighth session); with the 1e-3 cut,
@@ -62,7 +62,8 @@ DEFAULT_SHAPE_LAMBDAS = (0.025, 0.055)
 # shapes' cut: its prox epochs leave conv2 with 85 nonzero columns, norms spread evenly from
 # 1e-4 to 0.5; the 1e-3 cut keeps 52 of them, 0.01 keeps 41 (and conv1's 21 of 25)
 DEFAULT_SHAPE_CUT = 0.01
-# shapes-strong: 0.07 / 0.16 gave 1.00% with 5-14 columns on 1 channel (paper #5: 1.0%, 7-14)
+# shapes-strong: 0.07 / 0.16 gave 1.00% with 5-14 columns on 1 channel (paper #5: 1.0%, 7-14);
+# 1.02% with 5-13 on the eighth session's machine (training differs between CPU models)
 DEFAULT_STRONG_SHAPE_LAMBDAS = (0.07, 0.16)
 # shapes-strong's cut: after its prox epochs conv2's one remaining channel keeps 9 columns
 # with norms of 0.18-0.42 and 15 more between 0.001 and 0.08, which the 1e-3 cut leaves (23

@@ -1,5 +1,7 @@
 """Every Numba kernel equals its NumPy reference; im2col and col2im are adjoint."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -363,26 +365,33 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
 
 
+@contextlib.contextmanager
+def _splitting_every_image():
+    """conv_shifted splits each image's output rows over the threads, however small."""
+    threshold = numba_cpu.SHIFTED_SPLIT_MACS
+    numba_cpu.SHIFTED_SPLIT_MACS = 0
+    try:
+        yield
+    finally:
+        numba_cpu.SHIFTED_SPLIT_MACS = threshold
+
+
 @settings(max_examples=120, deadline=None)
 @given(st.one_of(conv_geometries(), conv_geometries(max_width=40)), st.integers(1, 20),
        st.integers(1, 4), st.booleans(), st.integers(0, 2**16))
 def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed):
     """The shifted-runs convolution (inference) on random shapes, strides, padding, kept
-    rows, filter counts (1-20: blocks of four, the last block overlapping the one before it,
-    fewer than four one at a time), outputs narrower and wider than eight pixels (runs, or
-    chunks of eight with the last one overlapping, eight or two chunks per step) and thread
+    rows, filter counts (1-20: blocks of four, the ones left over one at a time), outputs
+    narrower and wider than eight pixels (runs, or chunks of eight with the last one
+    overlapping, eight or two chunks per step) and thread
     splits (over images, and over an image's chunks) equals its NumPy reference, and both
     equal im2col + GEMM."""
     x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
     got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
-    threshold = numba_cpu.SHIFTED_SPLIT_MACS
-    numba_cpu.SHIFTED_SPLIT_MACS = 0  # split an image's output rows over the threads too
-    try:
+    with _splitting_every_image():
         split = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
                                        runs + 1, np.full(shape, np.nan, x.dtype))
-    finally:
-        numba_cpu.SHIFTED_SPLIT_MACS = threshold
     expected = reference.conv_shifted(x, weight2, rows, *geometry, bias, runs,
                                       np.full(shape, np.nan, x.dtype))
     np.testing.assert_array_equal(split, got)  # the same sums, whichever thread does them
@@ -402,7 +411,8 @@ def test_numba_conv_shifted_sums_many_rows_in_blocks(filters, gathered, stride, 
     half) are summed a block of rows at a time, the partial sums parked in the output: equal
     to the NumPy reference, one image split over threads or not, with filters left over
     after the blocks of four and with output rows whose last chunk overlaps (20 and 21
-    pixels: three chunks, the row's last repeated)."""
+    pixels: three chunks, the row's first repeated so that the overlapping two share a
+    pair)."""
     rng = np.random.default_rng(filters)
     x = rng.standard_normal((2, 20, size, size)).astype(np.float32)
     count = 20 * 25
@@ -412,13 +422,9 @@ def test_numba_conv_shifted_sums_many_rows_in_blocks(filters, gathered, stride, 
     bias = rng.standard_normal(filters).astype(np.float32)
     out_size = (size + 2 * padding - 5) // stride + 1
     shape = (2, filters, out_size, out_size)
-    threshold = numba_cpu.SHIFTED_SPLIT_MACS
-    numba_cpu.SHIFTED_SPLIT_MACS = 0
-    try:
+    with _splitting_every_image():
         got = numba_cpu.conv_shifted(x, weight2, rows, 5, 5, stride, padding, bias, threads,
                                      np.full(shape, np.nan, np.float32))
-    finally:
-        numba_cpu.SHIFTED_SPLIT_MACS = threshold
     expected = reference.conv_tiles(x, weight2, rows, 5, 5, stride, padding, bias, 1,
                                     np.empty(shape, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -168,12 +168,13 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 # that small layers do not amortize, and writes a patch matrix R times the size of the input.
 # Since the shifted-runs kernel computes eight pixels of an output row at a time with its sums
 # in registers (outputs at least SHIFTED_MIN_WIDTH wide), it was the fastest path on every
-# layer measured, at batch 1 and 100, strided or not: LeNet's layers (compacted or not), the
-# CIFAR ConvNet's and ResNet's (1.6-10x faster than BLAS), AlexNet's. Narrower outputs fall
-# back on the older rules: shifted runs for stride 1 up to SHIFTED_MAX_MACS_PER_IMAGE
-# multiply-adds per image, the per-image tile kernel for a few images through a small strided
-# layer, BLAS otherwise.
-SHIFTED_MIN_WIDTH = 8
+# LeNet, CIFAR ConvNet and ResNet layer measured, at batch 1 and 100 (1.6-10x faster than
+# BLAS), and on most of AlexNet's; on AlexNet's 13x13 layers with hundreds of filters at
+# batch 1 BLAS can still win, which the tuner (minissl.timing.tune_convolutions) finds.
+# Narrower outputs fall back on the older rules: shifted runs for stride 1 up to
+# SHIFTED_MAX_MACS_PER_IMAGE multiply-adds per image, the per-image tile kernel for a few
+# images through a small strided layer, BLAS otherwise.
+SHIFTED_MIN_WIDTH = numba_cpu.LANES  # the kernel's chunk: eight pixels of an output row
 TILE_MAX_BATCH = 16
 TILE_MAX_MACS_PER_IMAGE = 1_000_000
 SHIFTED_MAX_MACS_PER_IMAGE = 1_000_000
