@@ -37,7 +37,9 @@ def run(main):
     """
     try:
         main()
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not _caused_by_ctrl_c(error):
+            raise
         record = harness.current_record()
         kept = "nothing was written"
         if record is not None:
@@ -51,6 +53,18 @@ def run(main):
         record = harness.current_record()
         if record is not None:
             record.close()
+
+
+def _caused_by_ctrl_c(error):
+    """True for a KeyboardInterrupt, and for an error raised because of one: Ctrl-C landing
+    inside a compiled Numba call comes back as a SystemError whose cause is the interrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, dataset="mnist"):

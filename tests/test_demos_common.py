@@ -27,6 +27,28 @@ def test_ctrl_c_ends_a_demo_with_one_line_and_status_130(capsys):
     assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
 
+def test_ctrl_c_inside_a_compiled_call_is_an_interrupt_too(capsys):
+    """Numba hands an interrupt that lands inside a compiled call back as a SystemError
+    caused by the KeyboardInterrupt (seen on a LeNet run); other errors stay errors."""
+    def interrupted_inside_numba():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") \
+                from interrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        common.run(interrupted_inside_numba)
+    assert exit_info.value.code == 130
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
+
+    def failing():
+        raise SystemError("a real failure")
+
+    with pytest.raises(SystemError, match="a real failure"):
+        common.run(failing)
+
+
 def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
     """A real SIGINT to `python -m demos.cifar_convnet` halfway: after the baseline row has
     finished and the first SSL epoch has ended (past Numba's compilation: an interrupt
