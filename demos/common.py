@@ -465,14 +465,16 @@ def train_phase(model, args, split, record, phase, epochs, lr, regularizer=None,
 
 
 def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase=None,
-               augment=None, cut=None):
+               augment=None, cut=None, ssl_epochs=None, finetune_lr=None):
     """The SSL schedule every demo follows, returning (CutReport, error before, error after).
 
-    1. args.ssl_epochs of SGD with the proximal group-lasso step (`lasso`) from args.lr, or,
-       with --ssl-phases-from DIR, the weights this phase finished with in that run;
+    1. `ssl_epochs` (default args.ssl_epochs) of SGD with the proximal group-lasso step
+       (`lasso`) from args.lr, or, with --ssl-phases-from DIR, the weights this phase
+       finished with in that run;
     2. the reported cut: groups with 0 < norm < `cut` (default args.cut) set to exactly
        zero, with the test error before and after (DESIGN.md: the vanishing-threshold trap);
-    3. args.finetune_epochs at args.finetune_lr with the zero groups held at zero.
+    3. args.finetune_epochs at `finetune_lr` (default args.finetune_lr) with the zero groups
+       held at zero.
     `ssl_phase` names step 1 in the log (default: `name`); `augment` goes to train_epoch.
     """
     if lasso.config.min_prox_lr > 0:
@@ -480,8 +482,8 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
               f"(--prox-lr-floor)")
     source = getattr(args, "ssl_phases_from", None)
     if source is None:
-        train_phase(model, args, split, record, ssl_phase or name, args.ssl_epochs, args.lr,
-                    lasso, describe, augment)
+        train_phase(model, args, split, record, ssl_phase or name,
+                    ssl_epochs or args.ssl_epochs, args.lr, lasso, describe, augment)
     else:
         load_finished_phase(model, source, ssl_phase or name)
     error_before = error_rate(model, split[2], split[3])
@@ -492,7 +494,7 @@ def ssl_phases(model, lasso, args, split, record, name, describe=None, ssl_phase
           f"{error_before:.2%} -> {error_after:.2%}")
     if args.finetune_epochs:
         train_phase(model, args, split, record, f"{name} fine-tune", args.finetune_epochs,
-                    args.finetune_lr, lasso.hold_zeros(), describe, augment)
+                    finetune_lr or args.finetune_lr, lasso.hold_zeros(), describe, augment)
     return cut, error_before, error_after
 
 
@@ -506,12 +508,10 @@ def load_finished_phase(model, out, phase):
     print(f"{phase}: prox epochs not trained; weights from the finished phase in {out}")
 
 
-SCALED_PHASES = ("ssl_epochs", "finetune_epochs")
-
-
 def fill_epoch_defaults(args, n_train, defaults, quick_defaults, full_size=60000):
     """Set the epoch counts the user did not give: the (quick) defaults, where the SSL and
-    fine-tuning epochs are multiplied by round(full_size / n_train), so that on a smaller
+    fine-tuning epochs (every count but "epochs", the baseline's, including a row's own SSL
+    epochs) are multiplied by round(full_size / n_train), so that on a smaller
     training set (the bundled 8,000-image sample) SSL gets as many prox steps as on the full
     set (the lambdas are tuned for that many). The baseline is scaled too, but never past
     the full run's baseline epochs: a dense model on a small set has converged by then
@@ -522,7 +522,7 @@ def fill_epoch_defaults(args, n_train, defaults, quick_defaults, full_size=60000
     for name, default in (quick_defaults if args.quick else defaults).items():
         if getattr(args, name) is None:
             scaled = default * factor
-            if name not in SCALED_PHASES:  # the baseline: never past the full run's count
+            if name == "epochs":  # the baseline: never past the full run's count
                 scaled = min(scaled, max(default, defaults[name]))
             setattr(args, name, scaled)
     if factor > 1:

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from demos import mnist_lenet
+from demos import common, mnist_lenet
 
 
 @pytest.mark.slow
@@ -63,19 +63,47 @@ def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--shape-cut", "-0.1"])
     assert "--shape-cut and --strong-shape-cut must be >= 0" in capsys.readouterr().err
+    for flag in ("--strong-shape-ssl-epochs", "--strong-shape-finetune-lr"):
+        with pytest.raises(SystemExit):
+            mnist_lenet.parse_args([flag, "0"])
+        assert f"{flag} must be > 0" in capsys.readouterr().err
+
+
+def test_the_shapes_strong_epochs_scale_like_the_other_ssl_phases():
+    args = mnist_lenet.parse_args([])
+    factor = common.fill_epoch_defaults(
+        args, 7500, mnist_lenet.EPOCHS, mnist_lenet.QUICK_EPOCHS)
+    assert factor == 8 and args.epochs == mnist_lenet.EPOCHS["epochs"]  # never past 6
+    assert args.ssl_epochs == 8 * mnist_lenet.EPOCHS["ssl_epochs"]
+    assert args.strong_shape_ssl_epochs == 8 * mnist_lenet.EPOCHS["strong_shape_ssl_epochs"]
+    assert mnist_lenet.parse_args(["--strong-shape-ssl-epochs", "2"]).strong_shape_ssl_epochs == 2
 
 
 @pytest.mark.slow
-def test_the_shapes_strong_row_cuts_at_its_own_threshold(tmp_path, no_mnist_anywhere, capsys):
+def test_the_shapes_strong_row_has_its_own_cut_epochs_and_finetune_rate(tmp_path,
+                                                                       no_mnist_anywhere,
+                                                                       monkeypatch, capsys):
+    rates = []  # the learning rate each phase starts from
+    train_phase = common.train_phase
+    monkeypatch.setattr(common, "train_phase",
+                        lambda model, args, split, record, phase, epochs, lr, *rest:
+                        rates.append((phase, lr)) or train_phase(model, args, split, record,
+                                                                 phase, epochs, lr, *rest))
     out = tmp_path / "run"
     mnist_lenet.main(["--offline", "--timing-seconds", "0", "--out", str(out), "--no-baseline",
-                      "--rows", "shapes-strong", "--ssl-epochs", "1", "--finetune-epochs", "0",
+                      "--rows", "shapes-strong", "--ssl-epochs", "3", "--finetune-epochs", "1",
+                      "--strong-shape-ssl-epochs", "1", "--strong-shape-finetune-lr", "0.007",
                       "--strong-shape-lambda", "0.01", "0.01", "--strong-shape-cut", "0.2"])
     printed = capsys.readouterr().out
     assert "groups with 0 < norm < 0.2 set to exactly zero" in printed
-    cut = json.loads((out / "results.json").read_text())["rows"][0]["cut"]
+    results = json.loads((out / "results.json").read_text())
+    cut = results["rows"][0]["cut"]
     assert cut["threshold"] == 0.2 and 0 < cut["groups_zeroed"]
     assert 1e-3 <= cut["largest_norm_zeroed"] < 0.2  # groups the default 1e-3 cut would keep
+    # one prox epoch (its own count, not --ssl-epochs' 3), then one fine-tuning epoch at 0.007
+    assert [entry["phase"] for entry in results["history"]] == [
+        "SSL shapes-strong (#5)", "SSL shapes-strong (#5) fine-tune"]
+    assert rates == [("SSL shapes-strong (#5)", 0.05), ("SSL shapes-strong (#5) fine-tune", 0.007)]
 
 
 def test_help_documents_every_flag(capsys):
@@ -85,7 +113,7 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--quick", "--data", "--out", "--rows", "--filter-lambda", "--shape-lambda",
                  "--strong-filter-lambda", "--strong-shape-lambda", "--strong-shape-cut",
-                 "--shape-cut",
+                 "--shape-cut", "--strong-shape-ssl-epochs", "--strong-shape-finetune-lr",
                  "--cut", "--finetune-epochs", "--backend"):
         assert flag in text
 
@@ -107,7 +135,7 @@ class _Captured(Exception):
 @pytest.mark.slow
 def test_ssl_rows_can_start_from_the_trained_baseline(tmp_path, no_mnist_anywhere, monkeypatch,
                                                      capsys):
-    from demos import checkpoint, common
+    from demos import checkpoint
 
     seen = []
 
