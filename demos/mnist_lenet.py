@@ -68,13 +68,14 @@ DEFAULT_SHAPE_CUT = 0.01
 # schedule of the other rows needed 0.06-0.07 / 0.15-0.17 to get there and ended at 1.01-1.08%
 # (5-13 or 14 columns): gentler lambdas over more epochs leave a better sparse network.
 DEFAULT_STRONG_SHAPE_LAMBDAS = (0.04, 0.09)
-# shapes-strong's cut: after its prox epochs conv2's one remaining channel keeps 9 columns
-# with norms of 0.18-0.42 and 15 more between 0.001 and 0.08, which the 1e-3 cut leaves (23
-# columns; paper #5: 14). Cutting at 0.025 leaves 14 (docs/results.md, sixth session).
+# shapes-strong's cut: after its 12 prox epochs conv2 has 25 nonzero columns, all on one
+# channel: 13 with norms of 0.039-0.65 and 12 of 1e-4 to 0.014, which the 1e-3 cut would
+# mostly keep; conv1 has 13, six of 0.08-1.8 and seven below 0.015 (paper #5: 7-14). Cutting
+# at 0.025 falls in both gaps: 6-13 columns (docs/results.md, ninth session).
 DEFAULT_STRONG_SHAPE_CUT = 0.025
 # shapes-strong's fine-tuning rate: with one conv1 filter left it has the most to recover;
-# at 0.03 (or 0.04) its error ended 0.03-0.07% below the 0.02 of the other rows in 3 of 4
-# lambda pairs tried, while the other rows at 0.03 moved by -0.06 to +0.05%
+# at 0.03 (or 0.04) its error ended 0.03-0.07% below the 0.02 of the other rows in 4 of 5
+# prox phases tried, while the other rows at 0.03 moved by -0.06 to +0.05%
 DEFAULT_STRONG_SHAPE_FINETUNE_LR = 0.03
 # each SSL row, the paper's row it aims at, and the flag holding its lambdas
 ROWS = {"filters": ("#2", "filter_lambda"), "filters-strong": ("#3", "strong_filter_lambda"),
