@@ -17,7 +17,8 @@ sparser rows: filters-strong with larger lambdas, shapes-strong with gentler lam
 prox epochs (--strong-shape-ssl-epochs) and its own fine-tuning rate. Then groups with norm
 below --cut (shapes: --shape-cut, shapes-strong: --strong-shape-cut) are zeroed (reported),
 the network is fine-tuned with them held at zero, compacted into smaller layers (checked to
-predict the same class on every test image) and timed: forward speedup per layer and for the whole network.
+predict the same class on every test image) and timed: forward speedup per layer and for the
+whole network.
 Writes <out>/results.json and <out>/sparsity.png (conv1's filters, conv2's nonzero map and
 the speedups, per row).
 """
@@ -111,7 +112,8 @@ def parse_args(argv):
                        default=DEFAULT_STRONG_SHAPE_LAMBDAS, metavar=("CONV1", "CONV2"),
                        help="shapes-strong row: the same two lambdas "
                             f"(default {' '.join(map(str, DEFAULT_STRONG_SHAPE_LAMBDAS))})")
-    common.add_ssl_schedule_arguments(group, "6, scaled like --epochs",
+    common.add_ssl_schedule_arguments(group, "6, scaled like --epochs; the shapes-strong row "
+                                             "has its own, --strong-shape-ssl-epochs",
                                       "4, scaled like --epochs", finetune_lr=0.02)
     group.add_argument("--shape-cut", type=float, default=DEFAULT_SHAPE_CUT, metavar="CUT",
                        help="the shapes row's cut, in place of --cut (default "
