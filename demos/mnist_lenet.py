@@ -196,13 +196,13 @@ def ssl_row(args, split, record, row, weights=None):
     rules = ssl_rules(row, args)
     lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
     name = f"SSL {row} ({ROWS[row][0]})"
-    # the shape rows cut at their own thresholds; shapes-strong has its own schedule too
-    cuts = {"shapes": args.shape_cut, "shapes-strong": args.strong_shape_cut}
-    strong = row == "shapes-strong"
-    cut, _, _ = common.ssl_phases(
-        model, lasso, args, split, record, name, describe_structure, cut=cuts.get(row),
-        ssl_epochs=args.strong_shape_ssl_epochs if strong else None,
-        finetune_lr=args.strong_shape_finetune_lr if strong else None)
+    # what a row does differently from --cut, --ssl-epochs and --finetune-lr
+    own = {"shapes": {"cut": args.shape_cut},
+           "shapes-strong": {"cut": args.strong_shape_cut,
+                             "ssl_epochs": args.strong_shape_ssl_epochs,
+                             "finetune_lr": args.strong_shape_finetune_lr}}
+    cut, _, _ = common.ssl_phases(model, lasso, args, split, record, name, describe_structure,
+                                  **own.get(row, {}))
     return result_row(name, model, split, rules, cut)
 
 

@@ -85,10 +85,12 @@ def test_the_shapes_strong_row_has_its_own_cut_epochs_and_finetune_rate(tmp_path
                                                                        monkeypatch, capsys):
     rates = []  # the learning rate each phase starts from
     train_phase = common.train_phase
-    monkeypatch.setattr(common, "train_phase",
-                        lambda model, args, split, record, phase, epochs, lr, *rest:
-                        rates.append((phase, lr)) or train_phase(model, args, split, record,
-                                                                 phase, epochs, lr, *rest))
+
+    def recording(model, args, split, record, phase, epochs, lr, *rest):
+        rates.append((phase, lr))
+        return train_phase(model, args, split, record, phase, epochs, lr, *rest)
+
+    monkeypatch.setattr(common, "train_phase", recording)
     out = tmp_path / "run"
     mnist_lenet.main(["--offline", "--timing-seconds", "0", "--out", str(out), "--no-baseline",
                       "--rows", "shapes-strong", "--ssl-epochs", "3", "--finetune-epochs", "1",
