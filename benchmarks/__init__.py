@@ -1,7 +1,10 @@
 """Speed and memory measurements: `python -m benchmarks.<name> --help`.
 
-minissl is imported here, before any benchmark imports NumPy, so that its thread settings
-(minissl.backend: idle OpenMP and OpenBLAS threads sleep) apply to the measurements.
+The process settings for long runs (minissl.process: idle OpenMP and OpenBLAS threads sleep,
+the C heap keeps freed memory) are applied here, before any benchmark imports NumPy, so that
+the measurements see what the experiments run with.
 """
 
-import minissl  # noqa: F401
+from minissl import process
+
+process.tune_for_training()

@@ -137,7 +137,7 @@ def main(argv=None):
         print_table(measured)
         rows += measured
     if args.json:
-        from demos.harness import write_json
+        from minissl.train.records import write_json
         write_json(args.json, {"rows": rows})
         print(f"wrote {args.json}")
 

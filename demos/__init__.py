@@ -1,7 +1,11 @@
-"""Runnable experiments of the paper, one file each: python -m demos.<name> --help.
+"""The paper's experiments from the checkout: python -m demos.<name> --help. Each file here
+runs the recipe of the same name in minissl.experiments (where it is written, so that an
+installed minissl runs it too: python -m minissl.experiments <name>).
 
-minissl is imported here, before any demo imports NumPy, so that its thread settings
-(minissl.backend: idle OpenMP and OpenBLAS threads sleep) are in force.
+The process settings for long runs (minissl.process) are applied here, before any recipe
+imports NumPy.
 """
 
-import minissl  # noqa: F401
+from minissl import process
+
+process.tune_for_training()

@@ -15,26 +15,33 @@ JMLR 2018 (reverse mode, section 3.2).
 """
 
 import contextlib
+import threading
 
-from minissl.tensor import Tensor
 
-_grad_mode = {"enabled": True}
+class _GradMode(threading.local):
+    """Grad mode, one per thread (a new thread starts with it on): no_grad in one thread
+    never turns the graph off in another."""
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled():
-    """Return True when new operations record the graph for backward."""
-    return _grad_mode["enabled"]
+    """Return True when new operations record the graph for backward (in this thread)."""
+    return _grad_mode.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Context manager: operations inside it build no graph (evaluation, optimizer steps)."""
-    previous = _grad_mode["enabled"]
-    _grad_mode["enabled"] = False
+    """Context manager: operations inside it, in this thread, build no graph (evaluation,
+    optimizer steps)."""
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _grad_mode["enabled"] = previous
+        _grad_mode.enabled = previous
 
 
 class Context:
@@ -66,7 +73,7 @@ class Function:
         `inputs` must all be Tensors; `options` are passed to `forward` unchanged.
         """
         needs_grad = tuple(tensor.requires_grad for tensor in inputs)
-        record = _grad_mode["enabled"] and any(needs_grad)
+        record = _grad_mode.enabled and any(needs_grad)
         ctx = Context(needs_grad)
         data = cls.forward(ctx, *(tensor.data for tensor in inputs), **options)
         out = Tensor(data, requires_grad=record)
@@ -92,3 +99,8 @@ def unbroadcast(grad, shape):
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
+
+
+# Last: tensor.py imports the ops, which import Function from here (the import circle closes
+# only once everything above is defined).
+from minissl.tensor import Tensor  # noqa: E402

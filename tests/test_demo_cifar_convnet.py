@@ -1,12 +1,14 @@
-"""demos.cifar_convnet end to end on random CIFAR-shaped images, and its flags."""
+"""The ConvNet experiment (minissl.experiments.cifar_convnet) end to end on random CIFAR-shaped
+images, and its flags."""
 
 import json
 
 import numpy as np
 import pytest
 
-from demos import checkpoint, cifar_convnet, common
-from minissl import models, optim
+from minissl import models, optim, train
+from minissl.experiments import cifar_convnet
+from minissl.train import checkpoint
 
 
 @pytest.mark.slow
@@ -49,7 +51,7 @@ def test_help_states_the_measured_durations(capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--momentum", "-5"], "--momentum and --weight-decay must be >= 0"),
+    (["--momentum", "-5"], "--momentum must be >= 0"),
     (["--columns-lambda", "0", "-1", "0"], "must be >= 0"),
     (["--synthetic", "5"], "at least 20 images"),
 ])
@@ -73,11 +75,11 @@ class _Captured(Exception):
 def _capture_ssl_start(monkeypatch):
     seen = []
 
-    def capture(model, *args, **kwargs):
+    def capture(self, model, *args, **kwargs):
         seen.append(model.state_dict())
         raise _Captured
 
-    monkeypatch.setattr(common, "ssl_phases", capture)
+    monkeypatch.setattr(train.Trainer, "ssl", capture)
     return seen
 
 

@@ -1,10 +1,11 @@
-"""demos.cifar_resnet end to end on random CIFAR-shaped images, and its flags."""
+"""The ResNet experiment (minissl.experiments.cifar_resnet) end to end on random CIFAR-shaped
+images, and its flags."""
 
 import json
 
 import pytest
 
-from demos import cifar_resnet
+from minissl.experiments import cifar_resnet
 
 
 @pytest.mark.slow
@@ -55,8 +56,8 @@ def test_help_states_the_measured_durations(capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--depth", "21"], "--depth must be 6n + 2"),
     (["--depth-lambda", "-1"], "must be >= 0"),
-    (["--weight-decay", "-1"], "--momentum and --weight-decay must be >= 0"),
-    (["--prox-lr-floor", "-0.01"], "--prox-lr-floor and the lambdas must be >= 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    (["--prox-lr-floor", "-0.01"], "--prox-lr-floor must be >= 0"),
 ])
 def test_bad_flags_stop_before_any_data_is_read(flags, message, capsys):
     with pytest.raises(SystemExit):
@@ -64,19 +65,20 @@ def test_bad_flags_stop_before_any_data_is_read(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch):
-    from demos import common
+def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch, tmp_path):
+    from minissl import train
 
     class Seen(Exception):
         pass
 
-    def stop_at_the_schedule(model, lasso, *args, **kwargs):
+    def stop_at_the_schedule(self, model, lasso, *args, **kwargs):
         raise Seen(lasso.config.min_prox_lr)
 
-    monkeypatch.setattr(common, "ssl_phases", stop_at_the_schedule)
-    for flags, floor in (([], cifar_resnet.DEFAULT_PROX_LR_FLOOR), (["--prox-lr-floor", "0"], 0.0),
-                         (["--prox-lr-floor", "0.02"], 0.02)):
-        args = cifar_resnet.parse_args(["--depth", "8", *flags])
+    monkeypatch.setattr(train.Trainer, "ssl", stop_at_the_schedule)
+    for index, (flags, floor) in enumerate((([], cifar_resnet.DEFAULT_PROX_LR_FLOOR),
+                                            (["--prox-lr-floor", "0"], 0.0),
+                                            (["--prox-lr-floor", "0.02"], 0.02))):
         with pytest.raises(Seen) as seen:
-            cifar_resnet.ssl_row(args, None, None)
+            cifar_resnet.main(["--depth", "8", "--synthetic", "40", "--no-baseline", "--out",
+                               str(tmp_path / str(index)), *flags])
         assert seen.value.args[0] == floor

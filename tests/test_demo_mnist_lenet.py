@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from demos import common, mnist_lenet
+from minissl import train
+from minissl.experiments import cli, mnist_lenet
 
 
 @pytest.mark.slow
@@ -24,7 +25,7 @@ def test_quick_ssl_rows_on_the_bundled_sample_compact_and_write_results(tmp_path
     assert filters["filters"][1] < 50 or filters["channels"][1] < 20   # strong lambdas prune
     assert shapes["columns"][1] < 500
     # the cut zeroes only groups below its threshold: 1e-3 by default, the shapes row's own
-    for row, threshold in ((filters, 1e-3), (shapes, mnist_lenet.DEFAULT_SHAPE_CUT)):
+    for row, threshold in ((filters, 1e-3), (shapes, mnist_lenet.ROWS["shapes"][3]["cut"])):
         assert row["compacted"]["same_predictions"] == [2000, 2000]
         assert row["compacted"]["params"][1] < row["compacted"]["params"][0]
         assert len(row["speedup"]) == 2 and row["whole_speedup"] > 0
@@ -59,10 +60,10 @@ def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
     assert "must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--strong-shape-cut", "-0.1"])
-    assert "--shape-cut and --strong-shape-cut must be >= 0" in capsys.readouterr().err
+    assert "--strong-shape-cut must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         mnist_lenet.parse_args(["--shape-cut", "-0.1"])
-    assert "--shape-cut and --strong-shape-cut must be >= 0" in capsys.readouterr().err
+    assert "--shape-cut must be >= 0" in capsys.readouterr().err
     for flag in ("--strong-shape-ssl-epochs", "--strong-shape-finetune-lr"):
         with pytest.raises(SystemExit):
             mnist_lenet.parse_args([flag, "0"])
@@ -70,12 +71,12 @@ def test_rows_can_be_turned_off_and_lambdas_must_not_be_negative(capsys):
 
 
 def test_the_shapes_strong_epochs_scale_like_the_other_ssl_phases():
-    args = mnist_lenet.parse_args([])
-    factor = common.fill_epoch_defaults(
-        args, 7500, mnist_lenet.EPOCHS, mnist_lenet.QUICK_EPOCHS)
-    assert factor == 8 and args.epochs == mnist_lenet.EPOCHS["epochs"]  # never past 6
-    assert args.ssl_epochs == 8 * mnist_lenet.EPOCHS["ssl_epochs"]
-    assert args.strong_shape_ssl_epochs == 8 * mnist_lenet.EPOCHS["strong_shape_ssl_epochs"]
+    given = {name: None for name in mnist_lenet.EPOCHS}
+    counts = cli.epoch_counts(given, 7500, mnist_lenet.EPOCHS, mnist_lenet.QUICK_EPOCHS)
+    assert counts["epochs"] == mnist_lenet.EPOCHS["epochs"]  # never past 6
+    assert counts["ssl_epochs"] == 8 * mnist_lenet.EPOCHS["ssl_epochs"]
+    assert counts["strong_shape_ssl_epochs"] == 8 * mnist_lenet.EPOCHS["strong_shape_ssl_epochs"]
+    assert given["ssl_epochs"] is None  # a new dict: what the user gave is left alone
     assert mnist_lenet.parse_args(["--strong-shape-ssl-epochs", "2"]).strong_shape_ssl_epochs == 2
 
 
@@ -84,13 +85,13 @@ def test_the_shapes_strong_row_has_its_own_cut_epochs_and_finetune_rate(tmp_path
                                                                        no_mnist_anywhere,
                                                                        monkeypatch, capsys):
     rates = []  # the learning rate each phase starts from
-    train_phase = common.train_phase
+    fit = train.Trainer.fit
 
-    def recording(model, args, split, record, phase, epochs, lr, *rest):
-        rates.append((phase, lr))
-        return train_phase(model, args, split, record, phase, epochs, lr, *rest)
+    def recording(self, model, phase, epochs, lr=None, *rest):
+        rates.append((phase, lr or self.sgd.lr))
+        return fit(self, model, phase, epochs, lr, *rest)
 
-    monkeypatch.setattr(common, "train_phase", recording)
+    monkeypatch.setattr(train.Trainer, "fit", recording)
     out = tmp_path / "run"
     mnist_lenet.main(["--offline", "--timing-seconds", "0", "--out", str(out), "--no-baseline",
                       "--rows", "shapes-strong", "--ssl-epochs", "3", "--finetune-epochs", "1",
@@ -137,15 +138,15 @@ class _Captured(Exception):
 @pytest.mark.slow
 def test_ssl_rows_can_start_from_the_trained_baseline(tmp_path, no_mnist_anywhere, monkeypatch,
                                                      capsys):
-    from demos import checkpoint
+    from minissl.train import checkpoint
 
     seen = []
 
-    def capture(model, *args, **kwargs):  # stop the SSL row where it starts; keep its weights
+    def capture(self, model, *args, **kwargs):  # stop the SSL row where it starts
         seen.append(model.state_dict())
         raise _Captured
 
-    monkeypatch.setattr(common, "ssl_phases", capture)
+    monkeypatch.setattr(train.Trainer, "ssl", capture)
     out = tmp_path / "run"
     with pytest.raises(_Captured):
         mnist_lenet.main(["--offline", "--epochs", "1", "--rows", "filters", "--timing-seconds",

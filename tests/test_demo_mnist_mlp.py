@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from demos import mnist_mlp
+from minissl.experiments import cli, mnist_mlp
 
 
 @pytest.mark.slow
@@ -68,15 +68,15 @@ def test_the_paper_rows_and_ours_count_flops_the_same_way():
 def test_default_ssl_epochs_keep_the_step_count_on_smaller_data(quick, n_train, expected):
     """On the sample, the SSL and fine-tuning epochs scale by 8; the baseline only up to the
     full run's 20 epochs."""
-    args = mnist_mlp.parse_args(["--quick"] if quick else [])
-    mnist_mlp.fill_epoch_defaults(args, n_train)
-    assert (args.epochs, args.ssl_epochs, args.finetune_epochs) == expected
+    given = {name: None for name in mnist_mlp.EPOCHS}
+    counts = cli.epoch_counts(given, n_train, mnist_mlp.EPOCHS, mnist_mlp.QUICK_EPOCHS, quick)
+    assert (counts["epochs"], counts["ssl_epochs"], counts["finetune_epochs"]) == expected
 
 
 def test_explicit_epochs_are_kept():
-    args = mnist_mlp.parse_args(["--epochs", "2", "--finetune-epochs", "0"])
-    assert mnist_mlp.fill_epoch_defaults(args, 8000) == 8
-    assert (args.epochs, args.ssl_epochs, args.finetune_epochs) == (2, 160, 0)
+    given = {"epochs": 2, "ssl_epochs": None, "finetune_epochs": 0}
+    counts = cli.epoch_counts(given, 8000, mnist_mlp.EPOCHS, mnist_mlp.QUICK_EPOCHS)
+    assert (counts["epochs"], counts["ssl_epochs"], counts["finetune_epochs"]) == (2, 160, 0)
 
 
 def test_help_documents_every_flag(capsys):
@@ -93,8 +93,9 @@ def test_help_documents_every_flag(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "--epochs must be > 0"),
     (["--lambda", "1", "-1", "1"], "the lambdas must be >= 0"),
-    (["--momentum", "-5"], "--momentum and --weight-decay must be >= 0"),
-    (["--weight-decay", "-1"], "--momentum and --weight-decay must be >= 0"),
+    (["--momentum", "-5"], "--momentum must be >= 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    (["--lr", "nan"], "--lr must be > 0"),
     (["--mode", "lasso"], "invalid choice"),
 ])
 def test_bad_flags_are_rejected(argv, message, capsys):

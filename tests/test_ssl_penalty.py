@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minissl.gradcheck import numerical_gradient
+from minissl.finite_differences import numerical_gradient
 from minissl.nn import Linear
 from minissl.ssl import (GroupKind, add_subgradient, dense_chain_neurons, group_lasso_value, layer_groups,
                          weight_sparsity)

@@ -1,11 +1,11 @@
-"""demos.sweep: one run per lambda setting, collected into sweep.json and a figure; in this
+"""minissl.experiments.sweep: one run per lambda setting, collected into sweep.json and a figure; in this
 process or on a local Dask cluster; failures reported, finished runs kept, --resume."""
 
 import json
 
 import pytest
 
-from demos import sweep
+from minissl.experiments import sweep
 
 TINY = ["--", "--offline", "--timing-seconds", "0", "--epochs", "1", "--ssl-epochs", "1",
         "--finetune-epochs", "0"]

@@ -1,4 +1,4 @@
-"""demos.checkpoint: an interrupted run resumed with --resume ends with the same weights,
+"""minissl.train.checkpoint: an interrupted run resumed with --resume ends with the same weights,
 bit for bit, as a run that was never interrupted."""
 
 import json
@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from demos import checkpoint, common, mnist_mlp
+from minissl.experiments import cli, mnist_mlp
+from minissl.train import checkpoint, trainer
 
 ARGS = ["--offline", "--timing-seconds", "0", "--epochs", "2", "--ssl-epochs", "3",
         "--finetune-epochs", "2", "--lambda", "0.01", "0.008", "0.006"]
@@ -24,7 +25,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, n
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     mnist_mlp.main(ARGS + ["--out", str(whole)])
 
-    real_epoch, calls = common.train_epoch, []
+    real_epoch, calls = trainer.train_epoch, []
 
     def interrupted_epoch(*args, **kwargs):  # Ctrl-C during the 2nd SSL epoch
         calls.append(1)
@@ -32,14 +33,14 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, n
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(common, "train_epoch", interrupted_epoch)
+    monkeypatch.setattr(trainer, "train_epoch", interrupted_epoch)
     with pytest.raises(SystemExit) as stopped:
-        common.run(lambda: mnist_mlp.main(ARGS + ["--out", str(broken)]))
+        cli.run(lambda: mnist_mlp.main(ARGS + ["--out", str(broken)]))
     assert stopped.value.code == 130
     assert f"--resume {broken}" in capsys.readouterr().err
-    monkeypatch.setattr(common, "train_epoch", real_epoch)
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
 
-    common.run(lambda: mnist_mlp.main(["--resume", str(broken)]))
+    cli.run(lambda: mnist_mlp.main(["--resume", str(broken)]))
     printed = capsys.readouterr().out
     assert "baseline: resumed from its checkpoint after epoch 2/2 (finished)" in printed
     assert "SSL 1 (proximal): resumed from its checkpoint after epoch 1/3 (continues)" in printed
@@ -65,7 +66,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, no_mnist_anywhere, cap
     with pytest.raises(SystemExit, match="that run is complete"):
         mnist_mlp.main(["--resume", str(tmp_path / "done")])
     with pytest.raises(SystemExit, match="is 'mnist_mlp', not 'cifar_convnet'"):
-        from demos import cifar_convnet
+        from minissl.experiments import cifar_convnet
         (tmp_path / "done" / "results.json").write_text(
             json.dumps({"experiment": "mnist_mlp", "complete": False, "argv": []}))
         cifar_convnet.main(["--resume", str(tmp_path / "done")])

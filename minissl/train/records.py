@@ -1,12 +1,14 @@
-"""The run harness every demo uses, so that a run never loses work and never writes a false
-number:
+"""Run records, so that a run never loses work and never writes a false number:
 
-- `OutputLock`: one run at a time per --out folder (a second is refused; --force takes over);
+- `open_run(out, experiment, ...)`: checks that the folder can be written, claims it and
+  returns the run's `RunRecord` (with its checkpoints, minissl.train.checkpoint);
+- `OutputLock`: one run at a time per output folder (a second is refused with RunFolderError;
+  `force` takes over);
 - `RunRecord`: results.json written after every epoch and every row, atomically, with
   `"complete": false` until the end, in strict JSON (null, never NaN);
-- `Diverged`: raised by the training loop when the loss stops being finite; the demo marks
-  that row as diverged and claims nothing else for it (no compaction, no speedup);
-- `current_record()`: what demos.common.run saves when Ctrl-C ends a run.
+- `Diverged`: raised by the training loop when the loss stops being finite; the experiment
+  marks that row as diverged and claims nothing else for it (no compaction, no speedup);
+- `current_record()`: the record an interrupted program saves before it exits.
 """
 
 import json
@@ -29,6 +31,10 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the row cannot be trusted."""
 
 
+class RunFolderError(RuntimeError):
+    """The output folder cannot be used: not writable, or claimed by another run."""
+
+
 def current_record():
     """The RunRecord of the run in progress in this process (None before start_run)."""
     return _current["record"]
@@ -45,7 +51,7 @@ class OutputLock:
         try:
             handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            sys.exit(f"error: {self._refusal(out)}")
+            raise RunFolderError(self._refusal(out)) from None
         with os.fdopen(handle, "w") as file:
             file.write(f"{os.getpid()} {socket.gethostname()}\n")
         self.owner = os.getpid()
@@ -59,6 +65,7 @@ class OutputLock:
         return host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid))
 
     def _refusal(self, out):
+        """Why the folder is refused, and what to do (names the flags of the experiments)."""
         try:
             pid, host = self.path.read_text().split()[:2]
         except (OSError, ValueError):
@@ -132,23 +139,24 @@ def write_json(path, payload):
 
 
 class RunRecord:
-    """What one demo run has done so far, and <out>/results.json that mirrors it.
+    """What one run has done so far, and <out>/results.json that mirrors it.
 
     `rows` are the table's rows, `history` one record per epoch; `fields` everything else
-    (schedule, dataset, seed, ...). Every add_epoch/add_row rewrites results.json with
-    "complete": false; finish() writes it with "complete": true.
+    (experiment, schedule, dataset, seed, ...). Every add_epoch/add_row rewrites results.json
+    with "complete": false; finish() writes it with "complete": true. `checkpoints` is the
+    run's minissl.train.checkpoint.PhaseCheckpoints (None: epochs are not checkpointed).
     """
 
-    def __init__(self, args, experiment, lock):
-        self.args, self.lock = args, lock
-        self.path = Path(args.out) / "results.json"
+    def __init__(self, out, experiment, argv=(), lock=None, checkpoints=None):
+        self.out, self.lock, self.checkpoints = Path(out), lock, checkpoints
+        self.path = self.out / "results.json"
         self.started = time.perf_counter()
         self.rows, self.history = [], []
         self.fields = {"experiment": experiment}
-        self.checkpoints = None  # demos.checkpoint.PhaseCheckpoints, set by start_run
+        self.argv = [str(value) for value in argv]
 
     def set(self, **fields):
-        """Record fields of the run (dataset, schedule, ...) for the next save."""
+        """Record fields of the run (dataset, schedule, seed, ...) for the next save."""
         self.fields.update(fields)
 
     def add_epoch(self, record):
@@ -160,14 +168,9 @@ class RunRecord:
         self.save()
 
     def payload(self, complete, **status):
-        args = self.args
-        schedule = {name: getattr(args, name, None)
-                    for name in ("epochs", "ssl_epochs", "finetune_epochs", "lr", "finetune_lr",
-                                 "momentum", "weight_decay", "batch_size")}
-        return {**self.fields, "complete": complete, **status, "rows": self.rows, **schedule,
+        return {**self.fields, "complete": complete, **status, "rows": self.rows,
                 "history": self.history, "wall_time_s": time.perf_counter() - self.started,
-                "seed": getattr(args, "seed", None),
-                "argv": getattr(args, "argv", sys.argv[1:])}
+                "argv": self.argv}
 
     def save(self, complete=False, **status):
         write_json(self.path, self.payload(complete, **status))
@@ -185,11 +188,28 @@ class RunRecord:
             _current["record"] = None
 
 
-def start_record(args, experiment):
-    """Lock args.out (exit with one line if another run holds it; --force takes over) and
-    return this run's RunRecord, registered for the Ctrl-C handler."""
-    lock = OutputLock(args.out, force=getattr(args, "force", False),
-                      take_stale=getattr(args, "resume", None) is not None)
-    record = RunRecord(args, experiment, lock)
+def check_writable(out):
+    """Raise RunFolderError unless `out` is (or can be made) a folder we can write files in."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=out, prefix=".write-check.")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise RunFolderError(f"--out {out} is not a folder minissl can write in "
+                             f"({error.strerror or error})") from None
+
+
+def open_run(out, experiment, argv=(), resume=False, force=False):
+    """Start a run into the folder `out`: check it can be written, claim it (RunFolderError
+    when another run holds it; `force` takes it over, `resume` takes a stale claim) and
+    return the run's RunRecord, with checkpoints (loaded on `resume`), registered as this
+    process's current record. `argv` is kept in results.json: what resumes the run."""
+    from minissl.train.checkpoint import PhaseCheckpoints
+
+    check_writable(out)
+    lock = OutputLock(out, force=force, take_stale=resume)
+    record = RunRecord(out, experiment, argv, lock, PhaseCheckpoints(out, resume=resume))
     _current["record"] = record
     return record

@@ -1,4 +1,4 @@
-"""demos.harness: one run per --out, results.json that is always current and strict JSON,
+"""minissl.train.records: one run per --out, results.json that is always current and strict JSON,
 and a diverged row that claims nothing."""
 
 import json
@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from demos import harness, mnist_mlp
+from minissl.experiments import mnist_mlp
+from minissl.train import records
 
 
 def strict_json(path):
@@ -20,7 +21,7 @@ def strict_json(path):
 def test_json_safe_turns_nan_into_null_and_numpy_into_python_numbers():
     payload = {"loss": float("nan"), "gain": np.float32(np.inf), "n": np.int64(3),
                "flags": (np.bool_(True), 1.5), "weights": np.zeros((2, 2))}
-    assert harness.json_safe(payload) == {"loss": None, "gain": None, "n": 3,
+    assert records.json_safe(payload) == {"loss": None, "gain": None, "n": 3,
                                           "flags": [True, 1.5]}
 
 
@@ -31,7 +32,7 @@ def test_concurrent_writers_never_collide(tmp_path):
     def writer(index):
         try:
             for step in range(50):
-                harness.write_json(path, {"writer": index, "step": step})
+                records.write_json(path, {"writer": index, "step": step})
         except Exception as error:  # noqa: BLE001 - any failure is the finding
             errors.append(error)
 
@@ -47,21 +48,21 @@ def test_concurrent_writers_never_collide(tmp_path):
 
 def test_a_failed_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(TypeError):
-        harness.write_json(tmp_path / "results.json", {"not json": object()})
+        records.write_json(tmp_path / "results.json", {"not json": object()})
     assert os.listdir(tmp_path) == []
 
 
 def test_a_second_run_into_the_same_out_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    first = harness.OutputLock(out)
+    first = records.OutputLock(out)
     try:
         with pytest.raises(SystemExit, match=f"another minissl run \\(pid {os.getpid()}"):
             mnist_mlp.main(["--offline", "--out", str(out)])
         assert "data:" not in capsys.readouterr().out  # refused before any data was read
     finally:
         first.release()
-    assert not (out / harness.LOCK_NAME).exists()
+    assert not (out / records.LOCK_NAME).exists()
 
 
 def test_a_stale_lock_is_named_and_force_takes_it_over(tmp_path):
@@ -73,11 +74,12 @@ def test_a_stale_lock_is_named_and_force_takes_it_over(tmp_path):
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # a finished process
-    (out / harness.LOCK_NAME).write_text(f"{gone} {socket.gethostname()}\n")
-    with pytest.raises(SystemExit, match=f"stale lock from a run \\(pid {gone}\\).*--force"):
-        harness.OutputLock(out)
-    lock = harness.OutputLock(out, force=True)
-    assert (out / harness.LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    (out / records.LOCK_NAME).write_text(f"{gone} {socket.gethostname()}\n")
+    with pytest.raises(records.RunFolderError,
+                       match=f"stale lock from a run \\(pid {gone}\\).*--force"):
+        records.OutputLock(out)
+    lock = records.OutputLock(out, force=True)
+    assert (out / records.LOCK_NAME).read_text().split()[0] == str(os.getpid())
     lock.release()
 
 
@@ -96,7 +98,7 @@ def test_a_diverged_run_claims_nothing_and_writes_strict_json(tmp_path, no_mnist
     assert results["complete"] is True
     assert [row["name"] for row in results["rows"]] == ["baseline", "SSL 1"]
     assert all(set(row) == {"name", "diverged"} for row in results["rows"])
-    assert not (out / harness.LOCK_NAME).exists()
+    assert not (out / records.LOCK_NAME).exists()
 
 
 def test_a_speedup_the_flops_cannot_explain_is_marked_not_printed_plain(

@@ -1,9 +1,10 @@
-"""demos.common: the checks every demo relies on."""
+"""minissl.experiments.cli and the engine's report: the checks every experiment relies on."""
 
 import numpy as np
 import pytest
 
-from demos import common, harness
+from minissl.experiments import cli
+from minissl.train import records, report
 from minissl import models
 
 
@@ -12,9 +13,9 @@ def test_compaction_report_refuses_a_compacted_model_that_disagrees(monkeypatch)
     model = models.mlp((4, 3, 2))
     inputs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
     answers = iter([np.zeros(10, np.int64), np.r_[np.ones(3, np.int64), np.zeros(7, np.int64)]])
-    monkeypatch.setattr(common, "predict", lambda _model, _inputs: next(answers))
+    monkeypatch.setattr(report, "predict", lambda _model, _inputs: next(answers))
     with pytest.raises(RuntimeError, match="disagrees with the sparse one on 3 of 10 images"):
-        common.compaction_report(model, inputs, np.zeros(10, np.int64))
+        report.compaction_report(model, inputs, np.zeros(10, np.int64))
 
 
 def test_ctrl_c_ends_a_demo_with_one_line_and_status_130(capsys):
@@ -22,7 +23,7 @@ def test_ctrl_c_ends_a_demo_with_one_line_and_status_130(capsys):
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as exit_info:
-        common.run(interrupted)
+        cli.run(interrupted)
     assert exit_info.value.code == 130
     assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
@@ -38,7 +39,7 @@ def test_ctrl_c_inside_a_compiled_call_is_an_interrupt_too(capsys):
                 from interrupt
 
     with pytest.raises(SystemExit) as exit_info:
-        common.run(interrupted_inside_numba)
+        cli.run(interrupted_inside_numba)
     assert exit_info.value.code == 130
     assert "interrupted (Ctrl-C)" in capsys.readouterr().err
 
@@ -46,7 +47,7 @@ def test_ctrl_c_inside_a_compiled_call_is_an_interrupt_too(capsys):
         raise SystemError("a real failure")
 
     with pytest.raises(SystemError, match="a real failure"):
-        common.run(failing)
+        cli.run(failing)
 
 
 def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
@@ -85,16 +86,17 @@ def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
     assert results["complete"] is False and results["interrupted"] is True
     assert [row["name"] for row in results["rows"]] == ["baseline"]
     assert [epoch["phase"] for epoch in results["history"]][:2] == ["baseline", "SSL x1"]
-    assert not (out / harness.LOCK_NAME).exists()  # the folder is free for the next run
+    assert not (out / records.LOCK_NAME).exists()  # the folder is free for the next run
 
 
 def test_a_negative_timing_budget_stops_a_demo_before_any_data_is_read(tmp_path, capsys):
-    from demos import cifar_convnet
+    from minissl.experiments import cifar_convnet
 
-    with pytest.raises(SystemExit, match="--timing-seconds must be >= 0"):
+    with pytest.raises(SystemExit):
         cifar_convnet.main(["--synthetic", "200", "--out", str(tmp_path / "run"),
                             "--timing-seconds", "-1"])
-    assert "data:" not in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "--timing-seconds must be >= 0" in printed.err and "data:" not in printed.out
 
 
 @pytest.mark.parametrize("make_out", [
@@ -102,7 +104,7 @@ def test_a_negative_timing_budget_stops_a_demo_before_any_data_is_read(tmp_path,
     lambda tmp: tmp / "a_file" / "run",    # --out below a file: cannot be created
 ])
 def test_an_unwritable_out_stops_a_demo_before_any_data_is_read(tmp_path, make_out, capsys):
-    from demos import cifar_convnet
+    from minissl.experiments import cifar_convnet
 
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(SystemExit, match="is not a folder minissl can write in"):
@@ -131,14 +133,11 @@ def test_redirected_output_has_one_line_per_epoch_and_no_progress_redraws(tmp_pa
 
 
 def test_ssl_rows_start_from_the_baseline_only_when_asked_and_never_from_a_diverged_one():
-    from types import SimpleNamespace
-
-    from demos.harness import Diverged
+    from minissl.train.records import Diverged
 
     weights = {"0.weight": np.zeros(3)}
-    assert common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=None), {}) is None
-    assert common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=""),
-                                    {"weights": weights}) is weights
+    assert cli.ssl_start_weights(None, {}) is None
+    assert cli.ssl_start_weights("", {"weights": weights}) is weights
     with pytest.raises(Diverged, match="the baseline it starts from"):
-        common.ssl_start_weights(SimpleNamespace(ssl_from_baseline=""), {})  # it diverged
-    assert common.baseline_start(SimpleNamespace(ssl_from_baseline="")) == {}  # this run's
+        cli.ssl_start_weights("", {"weights": None})  # it diverged
+    assert cli.baseline_weights("") is None  # this run's baseline fills it

@@ -1,0 +1,424 @@
+"""What every experiment's command line shares: the common flags, their checks, turning them
+into the engine's configs (minissl.train.config), data loading with a one-line report, the
+run's start (folder, lock, backend), rows that may diverge, resume and Ctrl-C.
+
+Nothing here trains: the engine (minissl.train) does. Errors a user can fix end the program
+with one line (SystemExit), never a traceback.
+"""
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from minissl import augment, data, set_backend
+from minissl.train import SSLSchedule, TimingConfig, records
+from minissl.train.checkpoint import CheckpointError, finished_weights
+from minissl.train.records import Diverged, RunFolderError
+
+
+
+def run(main):
+    """Run an experiment's main(); Ctrl-C ends it with one line and exit status 130, not a
+    traceback. What the run finished (rows, epochs) is kept: results.json is written once
+    more, with "complete": false and "interrupted": true. The output folder's lock is
+    released however the run ends.
+    """
+    try:
+        main()
+    except BaseException as error:
+        if not _caused_by_ctrl_c(error):
+            raise
+        record = records.current_record()
+        kept = "nothing was written"
+        if record is not None:
+            record.save(complete=False, interrupted=True)
+            kept = (f"{len(record.rows)} finished rows and {len(record.history)} epochs are in "
+                    f"{record.path} (complete: false); continue with: python -m "
+                    f"minissl.experiments {record.fields['experiment']} --resume {record.out}")
+        print(f"\ninterrupted (Ctrl-C): stopped before the end; {kept}", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        record = records.current_record()
+        if record is not None:
+            record.close()
+
+
+def _caused_by_ctrl_c(error):
+    """True for a KeyboardInterrupt, and for an error raised because of one: Ctrl-C landing
+    inside a compiled Numba call comes back as a SystemError whose cause is the interrupt."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def parser_for(module_doc, prog, epilog=True):
+    """An ArgumentParser whose description is the experiment's first paragraph and whose
+    epilog (kept as written) is its last."""
+    paragraphs = module_doc.split("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=paragraphs[0],
+                                   epilog=paragraphs[-1] if epilog else None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_training_arguments(parser, epochs, lr, weight_decay, batch_size, out, dataset="mnist"):
+    """Add the flags every training experiment has, with its own defaults.
+
+    dataset "mnist" adds --data and --offline as MNIST resolves; "cifar10" adds --data,
+    --download (CIFAR-10 has no bundled sample, so downloading is asked for explicitly) and
+    --synthetic.
+    """
+    if dataset == "mnist":
+        parser.add_argument("--data", type=Path, metavar="DIR",
+                            help="directory holding the four MNIST IDX files (raw or .gz); "
+                                 "default: $MINISSL_DATA/mnist, then ~/.cache/minissl/mnist, then "
+                                 "a download, then the bundled 10,000-digit sample")
+        parser.add_argument("--offline", action="store_true",
+                            help="never download: use MNIST found locally, else the bundled sample")
+    else:
+        parser.add_argument("--data", type=Path, metavar="DIR",
+                            help="directory holding CIFAR-10's six binary .bin files (or their "
+                                 "cifar-10-batches-bin/); default: $MINISSL_DATA/cifar10, then "
+                                 "~/.cache/minissl/cifar10")
+        parser.add_argument("--download", action="store_true",
+                            help="download the official binary archive (about 160 MB) into the "
+                                 "cache when CIFAR-10 is not found")
+        parser.add_argument("--synthetic", type=int, metavar="N", default=None,
+                            help="train on N random CIFAR-shaped images instead of CIFAR-10 (a "
+                                 "smoke test of the whole pipeline; the errors mean nothing)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (default {epochs}, scaled up on a smaller training set "
+                             f"so that the number of SGD steps stays the same)")
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"mini-batch size (default {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr,
+                        help=f"initial learning rate, cosine-decayed per step (default {lr})")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay,
+                        help=f"L2 weight decay (default {weight_decay})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
+    parser.add_argument("--out", type=Path, default=Path(out),
+                        help=f"output directory for results.json and plots (default {out})")
+    parser.add_argument("--backend", choices=["numpy", "numba", "cupy"], default=None,
+                        help="array backend: numba (default), numpy (reference kernels) or cupy "
+                             "(GPU; needs pip install -e '.[gpu]')")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: fewer epochs (the experiment's docstring says how "
+                             "long)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the interrupted run whose --out was DIR, with its own "
+                             "arguments, from its per-epoch checkpoints (ends with the same "
+                             "weights as a run never interrupted)")
+    parser.add_argument("--force", action="store_true",
+                        help="take over --out even when another run's lock is there (use when "
+                             "that run is gone)")
+    defaults = TimingConfig()
+    parser.add_argument("--timing-seconds", type=float, default=defaults.min_seconds,
+                        metavar="S",
+                        help=f"each speed measurement of the compacted model repeats for at "
+                             f"least S seconds and {defaults.repeats} times (default "
+                             f"{defaults.min_seconds}; 0: {defaults.smoke_repeats} repeats, for a "
+                             f"smoke test whose speedups mean nothing)")
+
+
+def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr,
+                               prox_lr_floor=0.0):
+    """Add the flags of the SSL schedule (minissl.train.SSLSchedule) to an argparse group:
+    --ssl-epochs, --finetune-epochs, --finetune-lr, --cut, --prox-lr-floor, --no-baseline and
+    --ssl-phases-from, with the experiment's defaults."""
+    group.add_argument("--ssl-epochs", type=int, default=None,
+                       help=f"epochs with the prox step (default {ssl_epochs})")
+    group.add_argument("--finetune-epochs", type=int, default=None,
+                       help=f"masked fine-tuning epochs (default {finetune_epochs}; 0 skips)")
+    group.add_argument("--finetune-lr", type=float, default=finetune_lr,
+                       help=f"fine-tuning learning rate (default {finetune_lr})")
+    group.add_argument("--cut", type=float, default=1e-3,
+                       help="after the SSL epochs, zero the groups with norm below this "
+                            "(default 1e-3)")
+    add_prox_floor_argument(group, prox_lr_floor)
+    group.add_argument("--no-baseline", action="store_true", help="skip the dense baseline row")
+    group.add_argument("--ssl-phases-from", type=Path, default=None, metavar="DIR",
+                       help="do not train the prox epochs of each SSL row: take that row's "
+                            "finished prox phase from the earlier run whose --out was DIR, "
+                            "then cut (--cut) and fine-tune (--finetune-*) as this run says; "
+                            "a cheap way to try other cuts and fine-tuning on one SSL phase "
+                            "(give the same rows and lambdas as that run)")
+
+
+def add_start_from_baseline_argument(group):
+    """--ssl-from-baseline [DIR]: SSL rows start from a trained baseline (read by
+    baseline_weights)."""
+    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None, metavar="DIR",
+                       help="start each SSL row from the trained baseline's weights instead of "
+                            "from scratch: the baseline of this run, or with DIR the finished "
+                            "baseline of an earlier run whose --out was DIR")
+
+
+def add_prox_floor_argument(group, default=0.0):
+    """--prox-lr-floor, the same in every experiment (ssl.SSLConfig's min_prox_lr)."""
+    group.add_argument("--prox-lr-floor", type=float, default=default, metavar="LR",
+                       help="the prox threshold uses max(lr, LR) * lambda, so that groups keep "
+                            "shrinking while a decaying learning rate nears zero (default "
+                            f"{default:g}{': none' if default == 0 else ''})")
+
+
+def check_flags(parser, values, positive=(), non_negative=()):
+    """Exit through argparse unless each flag named in `positive` is > 0 and each in
+    `non_negative` is >= 0; `values` maps flag names (as in the parsed arguments) to values,
+    and a value None (not given) passes."""
+    for names, bound, text in ((positive, 0, ">"), (non_negative, None, ">=")):
+        for name in names:
+            value = values[name]
+            if value is None:
+                continue
+            if not np.isfinite(value) or (value <= 0 if bound == 0 else value < 0):
+                parser.error(f"--{name.replace('_', '-')} must be {text} 0, got {value}")
+
+
+def check_ssl_flags(parser, values, lambdas):
+    """Exit through argparse unless the shared training and SSL flags in `values` (a dict of
+    the parsed arguments) and every one of `lambdas` are valid."""
+    check_flags(parser, values, positive=["epochs", "ssl_epochs", "batch_size", "lr",
+                                          "finetune_lr"],
+                non_negative=["finetune_epochs", "cut", "prox_lr_floor", "momentum",
+                              "weight_decay", "timing_seconds"])
+    if any(not np.isfinite(value) or value < 0 for value in lambdas):
+        parser.error(f"the lambdas must be >= 0 and finite, got {list(lambdas)}")
+    if values.get("ssl_from_baseline") == "" and values.get("no_baseline"):
+        parser.error("--ssl-from-baseline without DIR starts from this run's baseline, which "
+                     "--no-baseline skips; give the DIR of a run that trained one")
+    source = values.get("ssl_phases_from")
+    if source is not None and not (source / "checkpoints").is_dir():
+        parser.error(f"--ssl-phases-from {source}: no checkpoints folder there (give the --out "
+                     f"of a run whose SSL phases finished)")
+
+
+def ssl_schedule(epochs, finetune_epochs, finetune_lr, cut, phases_from=None):
+    """The SSLSchedule of the SSL flags (phases_from: --ssl-phases-from)."""
+    return SSLSchedule(epochs=epochs, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                       cut=cut, phases_from=phases_from)
+
+
+def baseline_weights(source):
+    """The finished baseline of the run whose --out was `source` (--ssl-from-baseline DIR),
+    read and checked before any training; None when `source` is None or "" (this run's
+    baseline, or none). One-line exit when it cannot be read."""
+    if not source:
+        return None
+    try:
+        return finished_weights(Path(source), "baseline")
+    except CheckpointError as error:
+        raise SystemExit(f"error: --ssl-from-baseline: {error}") from None
+
+
+def ssl_start_weights(from_baseline, start):
+    """The state dict an SSL row starts from: under --ssl-from-baseline (`from_baseline` not
+    None) the baseline's (`start["weights"]`, from baseline_weights or this run's baseline),
+    else None (from scratch). Raises Diverged when the baseline it should start from
+    diverged."""
+    if from_baseline is None:
+        return None
+    if start.get("weights") is None:
+        raise Diverged("the baseline it starts from (--ssl-from-baseline) diverged")
+    return start["weights"]
+
+
+def use_backend(name):
+    """Select the backend named by --backend (None keeps the default); exit cleanly on error."""
+    if name is None:
+        return
+    try:
+        set_backend(name)
+    except ImportError as error:
+        sys.exit(f"error: {error}")
+
+
+def resumed_argv(argv, experiment):
+    """The command line to run: `argv` itself, or, when it is `--resume DIR` (alone), the
+    arguments the run in DIR was started with plus --out DIR --resume DIR. Exits with one
+    line when DIR holds no run of this experiment to resume."""
+    if "--resume" not in argv:
+        return argv
+    position = argv.index("--resume")
+    if len(argv) != 2 or position != 0:
+        sys.exit("error: --resume DIR takes no other flags: it continues that run with the "
+                 "arguments it was started with")
+    folder = Path(argv[1])
+    try:
+        earlier = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError) as error:
+        sys.exit(f"error: --resume {folder}: no readable results.json of an earlier run there "
+                 f"({error})")
+    if earlier.get("experiment") != experiment:
+        sys.exit(f"error: --resume {folder}: that run is {earlier.get('experiment')!r}, not "
+                 f"{experiment!r}")
+    if earlier.get("complete"):
+        sys.exit(f"error: --resume {folder}: that run is complete; nothing to resume")
+    original, stored = [], [str(value) for value in earlier["argv"]]
+    while stored:  # drop the earlier --out/--resume: the folder given now is the one
+        flag = stored.pop(0)
+        if flag in ("--out", "--resume"):
+            stored = stored[1:]
+        elif not flag.startswith(("--out=", "--resume=")):
+            original.append(flag)
+    return original + ["--out", str(folder), "--resume", str(folder)]
+
+
+def start_run(out, experiment, argv, resume=False, force=False, backend=None):
+    """What every experiment does first, before any data is read: select the backend, check
+    that `out` can be written and lock it for this run (one-line exit otherwise, so no
+    training is lost to a bad path or to a second run writing into the same folder).
+    Returns the run's RunRecord: results.json, kept current after every epoch and row."""
+    use_backend(backend)
+    try:
+        return records.open_run(out, experiment, argv, resume=resume, force=force)
+    except RunFolderError as error:
+        sys.exit(f"error: {error}")
+
+
+def train_row(record, name, train):
+    """Run `train()`, which trains one row of the table and returns it as a dict, and add
+    the row to `record`. A row whose loss diverged is kept as {"name", "diverged": why},
+    with nothing else claimed for it, and the run goes on with the next row. A checkpoint
+    that does not fit ends the run with one line."""
+    try:
+        row = train()
+    except Diverged as error:
+        print(f"{name}: {error}; this row is marked diverged (no compaction, no table line)")
+        row = {"name": name, "diverged": str(error)}
+    except CheckpointError as error:
+        sys.exit(f"error: {error}")
+    record.add_row(row)
+    return row
+
+
+def trained_rows(rows):
+    """The rows that trained to the end (for tables and figures); says which diverged."""
+    for row in rows:
+        if "diverged" in row:
+            print(f"{row['name']}: diverged ({row['diverged']})")
+    return [row for row in rows if "diverged" not in row]
+
+
+def load_mnist(directory, offline=False):
+    """Resolve MNIST (see minissl.data.mnist), print where it came from, return MnistData."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", data.MnistFallbackWarning)
+        warnings.simplefilter("always", data.NotCanonicalMnistWarning)
+        try:
+            dataset = data.mnist(directory, download=not offline)
+        except data.DataError as error:
+            sys.exit(f"error: {error}")
+    for warning in caught:
+        print(f"note: {warning.message}")
+    print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
+          f"{len(dataset.test_labels):,} test, from {dataset.source}")
+    return dataset
+
+
+def mnist_split(dataset, image_shape=(784,)):
+    """(x_train, y_train, x_test, y_test) of MnistData: float32 images in [0, 1] shaped
+    (N, *image_shape), int64 labels; and the dataset's facts for results.json."""
+    def images(raw):
+        return data.to_float_images(raw).reshape((-1,) + tuple(image_shape))  # (N, *image_shape)
+    split = (images(dataset.train_images), dataset.train_labels.astype(np.int64),
+             images(dataset.test_images), dataset.test_labels.astype(np.int64))
+    facts = {"name": dataset.name, "source": dataset.source, "n_train": len(split[1]),
+             "n_test": len(split[3])}
+    return split, facts
+
+
+def load_cifar_split(directory, download, synthetic, seed, quick, quick_sizes):
+    """CIFAR-10 (or `synthetic` random images) for an experiment: ((x_train, y_train, x_test,
+    y_test), dataset facts), images normalized float32 (N, 3, 32, 32) with the training set's
+    channel statistics, labels int64; `quick` keeps the first quick_sizes = (train, test)."""
+    if synthetic is not None:
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, (synthetic, 3, 32, 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, synthetic).astype(np.uint8)
+        cut = synthetic * 4 // 5
+        train, test = (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+        facts = {"name": "synthetic (random images)", "source": f"--synthetic {synthetic}"}
+        print(f"data: {synthetic:,} random CIFAR-shaped images (--synthetic): errors mean nothing")
+    else:
+        try:
+            dataset = data.cifar10(directory, download=download)
+        except data.DataError as error:
+            sys.exit(f"error: {error}")
+        print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
+              f"{len(dataset.test_labels):,} test, from {dataset.source}")
+        train = (dataset.train_images, dataset.train_labels)
+        test = (dataset.test_images, dataset.test_labels)
+        facts = {"name": dataset.name, "source": dataset.source}
+    if quick:
+        train = tuple(part[:quick_sizes[0]] for part in train)
+        test = tuple(part[:quick_sizes[1]] for part in test)
+        print(f"--quick: the first {len(train[1]):,} training and {len(test[1]):,} test images")
+    mean, std = augment.channel_statistics(train[0])
+    split = (augment.normalize(train[0], mean, std), train[1].astype(np.int64),
+             augment.normalize(test[0], mean, std), test[1].astype(np.int64))
+    facts.update(n_train=len(split[1]), n_test=len(split[3]), mean=mean.tolist(),
+                 std=std.tolist())
+    return split, facts
+
+
+def epoch_counts(given, n_train, defaults, quick_defaults, quick=False, full_size=60000):
+    """The epoch counts of a run: `given` (flag name -> count or None) with every None filled
+    from the (quick) defaults. On a smaller training set the SSL and fine-tuning counts (every
+    count but "epochs", the baseline's) are multiplied by round(full_size / n_train), so that
+    SSL gets as many prox steps as on the full set (the lambdas are tuned for that many). The
+    baseline is scaled too, but never past the full run's baseline epochs: a dense model on a
+    small set has converged by then (scaled all the way, 160 epochs on the sample sat at 0%
+    training error). Says so when it scales. Returns a new dict."""
+    factor = max(1, round(full_size / n_train))
+    counts = dict(given)
+    for name, default in (quick_defaults if quick else defaults).items():
+        if counts.get(name) is None:
+            scaled = default * factor
+            if name == "epochs":  # the baseline: never past the full run's count
+                scaled = min(scaled, max(default, defaults[name]))
+            counts[name] = scaled
+    if factor > 1:
+        print(f"note: {n_train:,} training images instead of {full_size:,}: the default SSL and "
+              f"fine-tuning epochs are multiplied by {factor} to keep the full run's number of "
+              f"prox steps; the baseline trains {counts['epochs']} epochs (it has converged by "
+              f"then)")
+    return counts
+
+
+SCHEDULE_FLAGS = ("lr", "momentum", "weight_decay", "batch_size", "seed", "finetune_lr")
+
+
+def model_from(build, seed, weights=None):
+    """`build(seed=seed)` on the current backend, from `weights` (a state dict) when given."""
+    model = build(seed=seed)
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model.to_backend()
+
+
+def phase_seconds(record, phase):
+    """Mean seconds per epoch of the named phase in `record`'s history."""
+    return float(np.mean([epoch["seconds"] for epoch in record.history
+                          if epoch["phase"] == phase]))
+
+
+def write_results(record, dataset, figure, **extra):
+    """Finish the run: write the complete <out>/results.json (its rows, the per-epoch
+    history, the training schedule, the wall time, the seed and the command line, plus
+    `dataset` and `extra`), release --out, and say where it and `figure` went. Exits with
+    status 1 when every row diverged, so that scripts notice."""
+    record.finish(dataset=dataset, **extra)
+    wall = time.perf_counter() - record.started
+    figure_text = f" and {figure}" if figure is not None else ""
+    print(f"wrote {record.path}{figure_text} ({wall:.0f} s in all)")
+    if record.rows and all("diverged" in row for row in record.rows):
+        sys.exit("error: every row diverged; lower --lr")
