@@ -22,7 +22,10 @@ same rules. Outputs of the last layer and of layers feeding a residual block are
 """
 
 import json
-from dataclasses import asdict, dataclass
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +50,22 @@ class LayerPlan:
     flops_after: int
     params_before: int
     params_after: int
+
+
+_LAYER_FIELDS = [field.name for field in fields(LayerPlan)]
+
+
+def _plain(value):
+    """NumPy integers and arrays inside a plan's dict as plain Python numbers and lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @dataclass
@@ -84,10 +103,43 @@ class CompactionPlan:
     def to_dict(self):
         return asdict(self)
 
+    def to_json(self):
+        """The plan as JSON text (plain lists and numbers); from_json reads it back."""
+        return json.dumps(_plain(self.to_dict()), indent=1)
+
     def save_json(self, path):
-        """Write the plan as JSON (plain lists and numbers)."""
-        with open(path, "w") as handle:
-            json.dump(self.to_dict(), handle, indent=1)
+        """Write the plan as JSON to `path`, atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                           suffix=".part")
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(self.to_json())
+            os.replace(partial, path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def from_dict(cls, data):
+        """The plan of a dict as to_dict() gives it. ValueError names a missing field."""
+        try:
+            layers = [LayerPlan(**{name: layer[name] for name in _LAYER_FIELDS})
+                      for layer in data["layers"]]
+            return cls(list(data["input_shape"]), data["input_indices"], layers,
+                       list(data["removed_blocks"]))
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a CompactionPlan: missing or malformed field {error}") from None
+
+    @classmethod
+    def from_json(cls, text):
+        """The plan of JSON text as to_json() (or save_json) writes it."""
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load_json(cls, path):
+        """The plan saved at `path` by save_json."""
+        return cls.from_json(Path(path).read_text())
 
     def __str__(self):
         lines = [f"{'layer':<16}{'kind':<11}{'before':>18}{'after':>18}{'FLOP %':>8}"]
