@@ -339,11 +339,3 @@ def batches(inputs, labels, batch_size, rng=None):
     for start in range(0, len(inputs), batch_size):
         index = order[start:start + batch_size]
         yield inputs[index], labels[index]
-
-
-def cifar10(directory=None, download=False, **options):
-    """CIFAR-10 (binary version) as `minissl.cifar.CifarData`: `minissl.cifar.cifar10`, which
-    owns the reading, checksums and download; see its docstring for the options."""
-    from minissl import cifar  # imported here: minissl.cifar builds on this module's DataError
-
-    return cifar.cifar10(directory, download, **options)

@@ -30,16 +30,14 @@ import numpy as np
 _LOCAL_THREADS_SYMBOLS = ("openblas_set_num_threads_local",
                           "scipy_openblas_set_num_threads_local64_")
 
-_pool = {"checked": False, "executor": None, "threads": 1, "enabled": True}
-_lock = threading.Lock()
+_pool = {"checked": False, "executor": None, "threads": 1, "enabled": True,
+         "lock": threading.Lock()}
 
 
 def _forget_pool_after_fork():
     """A forked child has none of its parent's threads: it starts its own pool if needed
     (the parent's executor would wait forever on workers that do not exist there)."""
-    global _lock
-    _lock = threading.Lock()
-    _pool.update(checked=False, executor=None, threads=1)
+    _pool.update(checked=False, executor=None, threads=1, lock=threading.Lock())
 
 
 if hasattr(os, "register_at_fork"):
@@ -68,7 +66,7 @@ def _openblas_local_threads():
 def chunk_workers():
     """The shared ThreadPoolExecutor (one worker per Numba thread, each with single-threaded
     BLAS), created on first use; None when chunks cannot run side by side (module doc)."""
-    with _lock:
+    with _pool["lock"]:
         if not _pool["checked"]:
             _pool["checked"] = True
             setter = _openblas_local_threads()

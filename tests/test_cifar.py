@@ -84,7 +84,7 @@ def test_missing_files_are_listed(tmp_path, fake_files):
 def test_minissl_data_folder_is_found_with_the_archive_layout(tmp_path, fake_files, monkeypatch):
     _write(tmp_path / "cifar10" / cifar.CIFAR10_FOLDER, fake_files)
     monkeypatch.setenv("MINISSL_DATA", str(tmp_path))
-    dataset = data.cifar10(cache_dir=tmp_path / "cache", checksums=_checksums(fake_files))
+    dataset = cifar.cifar10(cache_dir=tmp_path / "cache", checksums=_checksums(fake_files))
     assert dataset.train_images.shape == (50000, 3, 32, 32)
     assert dataset.test_labels.shape == (10000,)
     first = np.frombuffer(fake_files["data_batch_2.bin"][:cifar.RECORD_BYTES], np.uint8)

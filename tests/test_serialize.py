@@ -83,7 +83,7 @@ def images():
     images ($MINISSL_DATA; None when CIFAR-10 is not on this machine)."""
     digits = data.to_float_images(data.mnist_sample().test_images[:64])
     try:
-        cifar = data.cifar10(None, download=False).test_images[:64].astype(np.float32) / 255
+        cifar = minissl.cifar.cifar10(None, download=False).test_images[:64].astype(np.float32) / 255
     except data.DataError:
         cifar = None
     return {(784,): digits, (1, 28, 28): digits.reshape(-1, 1, 28, 28), (3, 32, 32): cifar}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minissl import augment, data, set_backend
+from minissl import augment, cifar, data, set_backend
 from minissl.train import SSLSchedule, TimingConfig, records
 from minissl.train.checkpoint import CheckpointError, finished_weights
 from minissl.train.records import Diverged, RunFolderError
@@ -350,7 +350,7 @@ def load_cifar_split(directory, download, synthetic, seed, quick, quick_sizes):
         print(f"data: {synthetic:,} random CIFAR-shaped images (--synthetic): errors mean nothing")
     else:
         try:
-            dataset = data.cifar10(directory, download=download)
+            dataset = cifar.cifar10(directory, download=download)
         except data.DataError as error:
             sys.exit(f"error: {error}")
         print(f"data: {dataset.name}, {len(dataset.train_labels):,} train / "
