@@ -8,7 +8,7 @@ the fastest.
     python -m benchmarks.conv_tiles --help
 
 Random inputs, float32, Numba backend, no autograd. The shapes: the compacted LeNet layers of
-the paper's rows #2-#5 (DESIGN.md, Tables 1 and 2: conv1 2-4 filters on 1 channel, conv2
+the paper's rows #2-#5 (the paper's Tables 1 and 2: conv1 2-4 filters on 1 channel, conv2
 12-50 filters on 1-4 channels or 14-41 gathered columns), the dense LeNet layers, and the
 CIFAR ConvNet's and ResNet-20's layers. The three are timed side by side
 (minissl.timing.compare); a ratio is the median of per-round gemm time / tiles (or shifted)

@@ -6,11 +6,11 @@
                 a horizontal flip with probability 1/2 (He et al. 2016, section 4.2, for
                 ResNets on CIFAR-10), both drawn from a seeded Generator; or the flip alone
                 (`random_flip`; for the ConvNet it fit the training set better but tested
-                no better than crops + flips: docs/results.md).
+                no better than crops + flips: docs/journal.md).
 
 Both run on a whole batch at once: the crop and the flip are one fancy-indexing gather, the
 flip folded into the column index, so no Python loop runs per image. Measured cost:
-`python -m benchmarks.input_pipeline` (docs/results.md).
+`python -m benchmarks.input_pipeline` (docs/journal.md).
 """
 
 import numpy as np

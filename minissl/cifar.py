@@ -1,6 +1,6 @@
 """CIFAR-10: the binary version, found or downloaded, verified, and read without unpickling.
 
-Where CIFAR-10 comes from, in order (DESIGN.md, Data):
+Where CIFAR-10 comes from, in order (docs/design.md, Data):
   1. an explicit directory passed by the caller (an error if the files are not there);
   2. $MINISSL_DATA/cifar10/  (read at call time);
   3. the user cache, ~/.cache/minissl/cifar10/;

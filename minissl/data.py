@@ -1,7 +1,7 @@
 """Datasets: IDX reading, MNIST resolution (directory, $MINISSL_DATA, cache, download,
 bundled sample), SHA-256 verification and seeded mini-batches.
 
-Where MNIST comes from, in order (DESIGN.md, Data):
+Where MNIST comes from, in order (docs/design.md, Data):
   1. an explicit directory passed by the caller (an error if the files are not there);
      any IDX dataset in MNIST's layout is accepted there (checked for structure, not
      checksum), named after its folder, with a note when it is not the canonical MNIST;

@@ -1,7 +1,7 @@
 """Stochastic gradient descent and learning-rate schedules.
 
 SGD follows the convention of PyTorch's torch.optim.SGD (so that the hyperparameters in
-DESIGN.md carry over): for each parameter w with gradient g,
+docs/design.md carry over): for each parameter w with gradient g,
 
     g <- g + weight_decay * w                 (L2 decay, the lambda * R(W) of [SSL eq. 1])
     v <- momentum * v + g                     (v starts as g on the first step)

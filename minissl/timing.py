@@ -1,4 +1,4 @@
-"""Timing: how minissl measures speed (DESIGN.md, Timing).
+"""Timing: how minissl measures speed (docs/design.md, Timing).
 
 Same process, same input, warm-up calls first, then the median of repeated runs.
 Absolute times on shared machines are noisy; ratios measured in one run are what count,

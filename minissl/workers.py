@@ -5,7 +5,7 @@ unfold the chunk's patches (a Numba kernel), multiply (an OpenBLAS GEMM), lay th
 out. Run one chunk at a time, each step is split over all cores, and the cores hop between
 two thread pools (Numba's and OpenBLAS's) several times per chunk; on 2 cores that hopping
 cost about as much as the unfolding itself (the ConvNet's conv2 forward at batch 128: 61 ms
-one chunk at a time, 35 ms with chunks side by side; docs/results.md, issue 9).
+one chunk at a time, 35 ms with chunks side by side; docs/performance.md).
 
 So on the Numba backend each worker thread takes whole chunks: its unfolding runs on the
 worker alone (the kernels' `serial=True`, compiled without the GIL) and its GEMMs call

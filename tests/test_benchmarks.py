@@ -1,4 +1,4 @@
-"""The benchmarks run, write the JSON their issues ask for, and document their flags."""
+"""The benchmarks run, write the JSON they promise, and document their flags."""
 
 import json
 
@@ -47,7 +47,7 @@ def test_conv_tiles_times_every_shape_and_says_what_the_cost_model_picks(tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore::minissl.data.MnistFallbackWarning")
-def test_speedup_mlp_writes_the_issue_schema(tmp_path, capsys):
+def test_speedup_mlp_writes_its_json_schema(tmp_path, capsys):
     path = tmp_path / "speedup.json"
     speedup.main(["--paper", "mlp", "--batch", "8", "--repeats", "2", "--min-seconds", "0",
                   "--json", str(path)])

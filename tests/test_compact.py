@@ -258,7 +258,7 @@ def _test_images():
 
 @pytest.mark.parametrize("family", ["mlp", "lenet"])
 def test_float32_compacted_predictions_are_identical_on_every_test_image(family):
-    """The issue's bar: bit-for-bit the same predicted classes on the whole test set."""
+    """Bit-for-bit the same predicted classes on the whole test set."""
     builder, input_shape = FAMILIES[family]
     model = builder(dtype=np.float32).eval()
     rng = np.random.default_rng(11)
@@ -276,7 +276,7 @@ def test_float32_compacted_predictions_are_identical_on_every_test_image(family)
 
 @pytest.mark.parametrize("dead", [2, 4])
 def test_an_all_zero_later_layer_is_named_as_the_cause(dead):
-    """issue 12, item 9: the refusal names the zero layer, not layer 0 that it starved."""
+    """The refusal names the zero layer, not layer 0 that it starved."""
     model = models.mlp((6, 5, 4, 3), seed=0)
     model[dead].weight.data[...] = 0
     model[dead].bias.data[...] = 0
@@ -317,7 +317,7 @@ def _resnet_with(block_index, *zeroed):
 ])
 def test_a_block_whose_input_still_matters_compacts_to_the_same_function(block_index, zeroed,
                                                                          digits):
-    """issue 12, item 1: these were refused ("no nonzero weight is left"), yet the output
+    """These were refused ("no nonzero weight is left"), yet the output
     still depends on the input through the block's other path."""
     model = _resnet_with(block_index, *zeroed)
     x = inputs_for(digits, (1, 28, 28), np.float64)

@@ -218,7 +218,7 @@ def test_gathered_rows_are_validated():
 
 
 def test_kernels_run_as_plain_python_with_numba_disabled():
-    """STYLE.md: NUMBA_DISABLE_JIT=1 keeps every kernel working, for stepping through it."""
+    """NUMBA_DISABLE_JIT=1 keeps every kernel working, for stepping through it."""
     import os
     import subprocess
     import sys

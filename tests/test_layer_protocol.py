@@ -187,7 +187,7 @@ def test_a_channelwise_layer_must_say_whether_it_keeps_zeros():
 
 
 def test_no_layer_type_dispatch_is_left_in_compaction_timing_and_ssl():
-    """The issue's grep: no isinstance on a layer class in compact/, timing.py or ssl/."""
+    """No isinstance on a layer class in compact/, timing.py or ssl/."""
     layer_names = "|".join(name for name in dir(nn) if isinstance(getattr(nn, name), type))
     pattern = re.compile(rf"isinstance\([^)]*\b(nn\.\w+|{layer_names})\b")
     files = [*(ROOT / "minissl" / "compact").glob("*.py"), ROOT / "minissl" / "timing.py",

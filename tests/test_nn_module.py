@@ -86,7 +86,7 @@ def test_forgetting_super_init_is_a_clear_error():
 
 
 def test_assigning_a_tensor_to_a_parameter_slot_is_refused_not_dropped():
-    """issue 12, item 4: the parameter stays registered or the assignment fails clearly."""
+    """The parameter stays registered or the assignment fails clearly."""
     layer = Linear(3, 2)
     with pytest.raises(TypeError, match=r"weight is a Parameter: assign a Parameter"):
         layer.weight = Tensor(np.zeros((2, 3), np.float32))

@@ -115,7 +115,7 @@ def test_riders_must_fit_and_only_join_output_groups():
 
 
 def test_a_depth_rule_on_a_block_or_its_branch_takes_only_the_branch():
-    """The projection shortcut never joins the depth group (issue 12, item 2)."""
+    """The projection shortcut never joins the depth group."""
     from minissl import models, nn
     from minissl.ssl import GroupKind, GroupLasso, GroupRule, SSLConfig
 

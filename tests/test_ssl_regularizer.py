@@ -108,7 +108,7 @@ def test_group_size_scaling_multiplies_the_threshold_by_sqrt_group_size():
 
 
 def test_rules_for_picks_only_the_layers_a_kind_applies_to():
-    """Without layer_type, FILTER must not pick BatchNorm or Linear layers (issue 12)."""
+    """Without layer_type, FILTER must not pick BatchNorm or Linear layers."""
     from minissl import nn
 
     resnet = models.resnet_cifar(8)

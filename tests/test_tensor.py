@@ -93,7 +93,7 @@ def test_leaves_own_their_gradients():
     (np.ones(2, np.float16), "float32 or float64, got float16"),
 ])
 def test_tensor_refuses_what_it_would_silently_convert(data, message):
-    """issue 12, item 10: one dtype rule; nothing silently becomes a NaN or another float."""
+    """One dtype rule; nothing silently becomes a NaN or another float."""
     with pytest.raises(TypeError, match=message):
         Tensor(data)
 

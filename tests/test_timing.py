@@ -87,7 +87,7 @@ def test_timing_and_ratio_carry_their_quartiles():
 
 
 @pytest.mark.parametrize("speedup, quartiles, flop_pct, flagged", [
-    (73.02, (60.0, 80.0), 10.03, "73.02x is above its FLOP-ideal 9.97x"),  # the outlier
+    (73.02, (60.0, 80.0), 10.03, "73.02x is above its FLOP-ideal 9.97x"),  # an outlier seen in a real run
     (9.5, (9.0, 10.0), 10.03, None),        # near its ideal: a result
     (1.55, (1.4, 1.7), 100.0, "unchanged, yet timed at 1.55x"),
     (1.08, (1.05, 1.1), 100.0, None),       # within the noise band

@@ -1,5 +1,5 @@
 """Compaction: turn a model with zeroed groups into a smaller dense model that computes
-the same function (DESIGN.md, Compaction).
+the same function (docs/design.md, Compaction).
 
     plan = plan_compaction(model, input_shape=(1, 28, 28))   # plain data; print or save_json
     small, report = compact(model, input_shape=(1, 28, 28))  # report is the plan

@@ -1,5 +1,5 @@
 """Build the compacted model from a CompactionPlan: new, smaller layers holding copies of
-the kept weights. The original model is never modified (STYLE.md: no surgery in place).
+the kept weights. The original model is never modified (docs/design.md, Compaction: no surgery in place).
 Each layer builds its own compacted copy (`compacted`, minissl/nn/protocol.py).
 """
 

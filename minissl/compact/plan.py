@@ -1,7 +1,7 @@
 """Find what can go: the zero groups of a trained model -> a CompactionPlan (plain data).
 
 The model is followed as a chain of declared layers (chain.py); what each layer is comes from
-the layer itself (minissl/nn/protocol.py), never from its type. Rules (DESIGN.md,
+the layer itself (minissl/nn/protocol.py), never from its type. Rules (docs/design.md,
 Compaction), for a producer layer P (a WEIGHTS layer: Linear, Conv2d) whose outputs reach
 the next one Q through CHANNELWISE layers only (ReLU, pools, BatchNorm, Dropout, Flatten):
 

@@ -22,12 +22,12 @@ class on every test image) and each conv layer is timed at batch 100.
 Prints Table 3 (our rows above the paper's) and writes <out>/results.json and
 <out>/filters.png (conv1's filters as RGB tiles, the zero rows and columns of each layer).
 
-Measured on 2 shared cores (docs/results.md): one epoch of 50,000 images took 62-90 s on a
+Measured on 2 shared cores (docs/journal.md): one epoch of 50,000 images took 62-90 s on a
 quiet machine in one session and 119-149 s in another, so the default run (12 baseline epochs,
 then 10 + 2 per SSL row) takes about 40-60 minutes (up to about 90 on a slower day), and
 --quick about 4 minutes (13 on a busy machine); --quick is
 too short for the group lasso to remove much: it checks the whole pipeline. The lambdas are
-first guesses, not tuned (docs/results.md says what they gave). The paper's Caffe schedule is
+first guesses, not tuned (docs/journal.md says what they gave). The paper's Caffe schedule is
 much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epochs):
 --epochs 130 --ssl-epochs 130 --finetune-epochs 10 follows it.
 """

@@ -18,7 +18,7 @@ the network is compacted: a zero branch leaves relu(shortcut(x)), so its block b
 batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the error of
 ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
 
-Measured on 2 shared cores (docs/results.md): --quick took 200 s on the real CIFAR-10 (its
+Measured on 2 shared cores (docs/journal.md): --quick took 200 s on the real CIFAR-10 (its
 epochs of 4,000 images 36-37 s each after the first). SSL epochs of all 50,000 images took
 224-260 s each with the machine to themselves (606-679 s before the 2026-11-28 engine
 changes), so the default run (12 baseline epochs, then 10 + 2 for the SSL row: the same
@@ -59,7 +59,7 @@ QUICK_TRAIN, QUICK_TEST = 4000, 1000  # 5,000 took 318 s, over --quick's 5 minut
 # two thirds of it, which would leave every branch standing after 10 epochs. 0.1 (19.5)
 # removed one block: the cosine schedule leaves almost no prox step for the last epochs, and a
 # second branch stalled at a norm of 0.3. 0.15 with a floor of 0.01 on the prox step's learning
-# rate (at least 0.59 of shrink per epoch) removed three (docs/results.md).
+# rate (at least 0.59 of shrink per epoch) removed three (docs/journal.md).
 DEFAULT_DEPTH_LAMBDA = 0.15
 DEFAULT_PROX_LR_FLOOR = 0.01
 

@@ -50,7 +50,7 @@ PAPER_ROWS = [
 ]
 # Each SSL row: the paper's row it aims at, its default lambdas, and what it does differently
 # from --cut, --ssl-epochs and --finetune-lr. The values were measured from the trained
-# baseline (docs/results.md, "MNIST LeNet": the search behind each of them).
+# baseline (docs/journal.md, "MNIST LeNet": the search behind each of them).
 ROWS = {"filters": ("#2", "filter_lambda", (0.035, 0.075, 0.03), {}),
         "filters-strong": ("#3", "strong_filter_lambda", (0.06, 0.17, 0.08), {}),
         "shapes": ("#4", "shape_lambda", (0.025, 0.055), {"cut": 0.01}),

@@ -13,7 +13,7 @@ at zero. Each SSL model is compacted into smaller dense layers, checked to predi
 class as the sparse one on every test image, and timed per layer and whole.
 Writes <out>/results.json and <out>/sparsity.png.
 
-Measured on 2 cores (docs/results.md, "MNIST MLP"): the default run took 216 s on a quiet
+Measured on 2 cores (docs/journal.md, "MNIST MLP"): the default run took 216 s on a quiet
 machine and 390 s with tests running beside it on the full MNIST, 308 s on the bundled
 8,000-image sample; --quick took 146 s on the full MNIST and 96 s on the sample.
 """

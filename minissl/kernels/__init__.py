@@ -8,7 +8,7 @@ dtype and contiguity, and the choice of variant from `minissl.get_backend()`:
     backend "numpy"  -> reference          backend "numba" -> numba_cpu
     CuPy arrays      -> reference (the same lines run on the GPU through CuPy)
 
-Which GEMM runs where (`python -m benchmarks.kernels`, its GEMM table in docs/results.md,
+Which GEMM runs where (`python -m benchmarks.kernels`, its GEMM table in docs/journal.md,
 2 cores, float32): NumPy's OpenBLAS sgemm reached 124-182 GFLOP/s on squares of 256-2048;
 our Numba `gemm` 0.47-0.76x of that there, and 0.30-0.61x on the MLP and LeNet layer
 products. BLAS was faster on every shape, so `matmul` (what the ops call) is BLAS; `gemm`
@@ -162,7 +162,7 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
 
 
 # Which algorithm an inference convolution runs on the CPU: a cost model measured with
-# `python -m benchmarks.conv_tiles` (docs/results.md, "Small convolutions at small batches",
+# `python -m benchmarks.conv_tiles` (docs/journal.md, "Small convolutions at small batches",
 # "Shifted runs instead of patches" and "Sums in registers").
 # im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
 # that small layers do not amortize, and writes a patch matrix R times the size of the input.

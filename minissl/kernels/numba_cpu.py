@@ -4,7 +4,7 @@ Every function here is checked against its reference twin on a hypothesis grid
 (tests/test_kernels.py). They are plain loops a learner can read top to bottom; with
 NUMBA_DISABLE_JIT=1 they run as ordinary Python and can be stepped through in a debugger.
 
-Threading policy (measured, docs/results.md): one `prange` per kernel, on its outermost
+Threading policy (measured, docs/journal.md): one `prange` per kernel, on its outermost
 loop (images, patch rows, or GEMM tiles). OpenBLAS and Numba share the two cores; idle
 threads of both sleep instead of spinning (see `minissl.backend`).
 """
@@ -128,7 +128,7 @@ def gathered_im2col(x, rows, kernel_h, kernel_w, stride, padding, out_h, out_w, 
     Row (c, kh, kw) is the image channel c shifted by (kh, kw). With stride 1 and an output
     as large as the input (3x3 pad 1, 5x5 pad 2: every CIFAR layer), each (image, row) block
     is one shifted copy (`_shifted_plane_copy`: im2col of a 16-channel CIFAR layer, both
-    passes, 27.5 -> 14.5 ms in docs/results.md, "What changed");
+    passes, 27.5 -> 14.5 ms in docs/journal.md, "What changed");
     otherwise it is written in runs along ow. Offsets are unsigned (`U`): Numba then skips
     its negative-index check. One thread per patch row.
     """
@@ -250,7 +250,7 @@ def max_pool2d(x, kernel, stride, out_h, out_w):
     then for each output row the window positions are visited in row-major order and a whole
     row of running maxima and their positions is updated with selects, no branch. With
     strided reads instead (one window at a time, or a second pass to find the position) the
-    ConvNet's pool took 34 ms instead of 9 (docs/results.md, issue 9). A position past the
+    ConvNet's pool took 34 ms instead of 9 (docs/performance.md). A position past the
     right edge reads -inf, which never replaces a maximum (every window starts in the image).
     """
     batch, channels, height, width = x.shape
@@ -406,7 +406,7 @@ def gemm(a, b):
     """Blocked matrix product, parallel over (row block, column block) tiles of the result.
 
     Shapes: a (M, K), b (K, N) -> (M, N), both C-contiguous and of one float dtype.
-    Measured (`python -m benchmarks.kernels`, docs/results.md, 2 cores, float32): 0.47-0.76x
+    Measured (`python -m benchmarks.kernels`, docs/journal.md, 2 cores, float32): 0.47-0.76x
     of OpenBLAS on squares of 256-2048 and 0.30-0.61x on the MLP and LeNet layer products,
     so the ops use BLAS.
     """
@@ -609,7 +609,7 @@ def conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias, runs
     that stays in cache and multiplies it into that image's output planes in place: no
     patch matrix for the whole batch, no layout pass afterwards, the bias written first.
     A single run stays on the calling thread: entering a parallel Numba function costs
-    about 30 microseconds even when one thread does all the work (docs/results.md).
+    about 30 microseconds even when one thread does all the work (docs/journal.md).
     """
     runs = max(1, min(x.shape[0], runs))
     if runs == 1:
@@ -683,7 +683,7 @@ class _slp_vectorizer:
 
     Numba keeps it off by default (numba PR #8852, after reported miscompilations), and without
     it the eight-lane tuples above stay eight scalar multiply-adds: 2-3x slower (measured,
-    docs/results.md). Only the code compiled inside this block is affected; the kernel is
+    docs/journal.md). Only the code compiled inside this block is affected; the kernel is
     tested against its NumPy reference on random shapes, strides and padding
     (tests/test_kernels.py).
     """

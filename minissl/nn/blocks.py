@@ -6,7 +6,7 @@ CVPR 2016, section 4.2: two 3x3 convolutions with BatchNorm and a shortcut.
 The shortcut is the identity when shapes match, else a projection (1x1 conv with stride,
 then BN; the paper's option B). SSL's depth group is every parameter of `branch`, BN
 scales and shifts included: when all of it is zero, branch(x) is exactly zero and the
-block computes relu(shortcut(x)) (DESIGN.md, depth).
+block computes relu(shortcut(x)) (docs/design.md, Compaction).
 """
 
 import numpy as np

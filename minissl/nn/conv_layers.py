@@ -1,6 +1,6 @@
 """Image layers: Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, BatchNorm2d, Dropout.
 
-A conv weight is (C_out, C_in, KH, KW) (DESIGN.md): row n of weight.reshape(C_out, -1) is
+A conv weight is (C_out, C_in, KH, KW) (docs/design.md): row n of weight.reshape(C_out, -1) is
 filter n, column (c, kh, kw) a shape fiber; SSL's filter, channel and shape groups are
 views of it (minissl.ssl.groups). Each layer declares what it is to SSL and compaction
 (minissl/nn/protocol.py).

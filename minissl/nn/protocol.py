@@ -26,7 +26,7 @@ declares its `role`, then what that role needs (docs/adding_a_layer.md walks thr
 - A layer that declares nothing (role None) stops compaction with an error that names it:
   never a silently wrong small model.
 
-FLOPs (DESIGN.md): a multiply-add is 2 FLOPs; only WEIGHTS layers are counted (their GEMM).
+FLOPs (docs/design.md, Compaction): a multiply-add is 2 FLOPs; only WEIGHTS layers are counted (their GEMM).
 """
 
 import enum

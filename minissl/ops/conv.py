@@ -1,7 +1,7 @@
 """2-D convolution (cross-correlation, as in every deep-learning framework) via im2col + GEMM.
 
 Forward, for W2 = weight.reshape(C_out, C_in*KH*KW) (rows = filters, columns = shape
-fibers (c, kh, kw), DESIGN.md "Weight views and groups"):
+fibers (c, kh, kw), docs/design.md, "Weight views and groups"):
 
     cols = im2col(x)                 (C_in*KH*KW, B*OH*OW)
     out  = W2 @ cols + b             (C_out, B*OH*OW) -> (B, C_out, OH, OW)
@@ -24,7 +24,7 @@ without building any patch matrix (the cost model: kernels.conv_algorithm). A ca
 name the path instead (`algorithm`): minissl.timing.tune_convolutions picks it per layer and
 batch size by timing them.
 
-Chunks and buffers (measured on the CIFAR shapes, docs/results.md): the patch matrix is
+Chunks and buffers (measured on the CIFAR shapes, docs/journal.md): the patch matrix is
 C_in*KH*KW times larger than the output (75 MB for a 3x3 16-channel layer at batch 128).
 Built whole, it costs more in page faults and cache misses than the GEMM it feeds. So the
 batch is processed in chunks of images whose patches fit in about 4 MB (COLS_CHUNK_ELEMENTS),
@@ -33,7 +33,7 @@ matrices of a chunk live in scratch buffers that are reused from call to call (`
 a fresh array of that size would be page-faulted in again on every call. On the Numba backend
 the chunks run side by side, one worker thread per core, each unfolding and multiplying its
 own chunk (minissl.workers; a training step of the ConvNet 1.5x and of ResNet-20 1.85x faster
-than one chunk at a time with every kernel split over the cores, docs/results.md).
+than one chunk at a time with every kernel split over the cores, docs/journal.md).
 
 Reference: Chellapilla et al., "High performance convolutional neural networks for document
 processing", 2006 (convolution unrolled into a matrix product); Jia et al., Caffe, 2014.
@@ -161,7 +161,7 @@ class Conv2d(Function):
             cols = kernels.im2col(x[start:stop], *geometry, rows=rows, serial=serial,
                                   out=_scratch("cols", (depth, images * pixels), x.dtype, xp))
             # grad_W2^T = cols @ G^T (R, C_out): the same product as G @ cols.T, which OpenBLAS
-            # runs 5-25% slower on these shapes (C_out of 16-64 rows, docs/results.md)
+            # runs 5-25% slower on these shapes (C_out of 16-64 rows, docs/journal.md)
             return cols @ grad2.T
 
         shares = workers.run_chunks(backward_chunk, ctx.chunks, _side_by_side(xp))
@@ -185,7 +185,7 @@ def _padded_filters(weight2, xp):
     one to three filters on slower edge kernels. Measured on one core (K = 357, N = 2816,
     `python -m benchmarks.filter_counts`): 23 filters 1.03 ms, 24 filters 0.79 ms, and no
     count faster than the next multiple of four; on whole compacted convolutions at batch
-    100 the zero rows made the call 3-20% faster (docs/results.md, "Filter counts that BLAS
+    100 the zero rows made the call 3-20% faster (docs/journal.md, "Filter counts that BLAS
     likes"). Compacted layers keep any number of filters; their zero rows' outputs are
     computed and never read. Below
     GEMM_PAD_MIN_DEPTH columns the GEMM is too small a share of the call for the extra rows
@@ -323,7 +323,7 @@ def conv2d_gathered(x, weight2, rows, kernel_size, bias=None, stride=1, padding=
 
     Shapes: x (B, C_in, H, W), weight2 (C_out, R), rows (R,) increasing indices into the
     C_in*KH*KW shape fibers, bias (C_out,) or None -> (B, C_out, OH, OW). Equals conv2d with
-    a weight that is zero outside `rows` (DESIGN.md, Compaction: shape fibers). `algorithm`
+    a weight that is zero outside `rows` (docs/design.md, Compaction). `algorithm`
     as in conv2d.
     """
     rows = np.asarray(rows, dtype=np.int64)

@@ -19,7 +19,7 @@ projection shortcut: a zero branch leaves relu(shortcut(x)), so the shortcut mus
 rule may name the block ("3") or its branch ("3.branch"); both mean the branch.
 
 A bias rides with its output neuron or filter so that a zeroed group gives an exactly
-zero output (DESIGN.md, "Weight views and groups").
+zero output (docs/design.md, "Weight views and groups").
 """
 
 import dataclasses
