@@ -41,7 +41,7 @@ def compare(model_name, batch, rounds, steps):
     step = make_step(build_model(model_name))
     times = {name: [] for name in SETTINGS}
     try:
-        for name, enabled in SETTINGS.items():  # warm-up: compile, fill the scratch buffers
+        for enabled in SETTINGS.values():  # warm-up: compile, fill the scratch buffers
             workers.set_chunk_workers(enabled)
             step(inputs, labels)
         for _ in range(rounds):

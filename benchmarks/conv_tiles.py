@@ -16,7 +16,6 @@ time, > 1 when that kernel is faster than BLAS.
 """
 
 import argparse
-import json
 import sys
 
 import numpy as np

@@ -59,7 +59,7 @@ def gemm_row(name, m, k, n, repeats, rng):
 def ours_conv_step(x, weight, bias, padding):
     """One forward + backward of minissl's conv2d; returns a callable."""
     def step():
-        xt, wt, bt = Tensor(x, requires_grad=True), Tensor(weight, requires_grad=True), Tensor(bias, requires_grad=True)
+        xt, wt, bt = (Tensor(array, requires_grad=True) for array in (x, weight, bias))
         ops.conv2d(xt, wt, bt, padding=padding).sum().backward()
     return step
 

@@ -1,4 +1,5 @@
-"""python -m demos.cifar_convnet: runs minissl.experiments.cifar_convnet (its --help says what and how long)."""
+"""python -m demos.cifar_convnet: runs minissl.experiments.cifar_convnet (its --help says what it does and
+how long it takes)."""
 
 from minissl.experiments.cli import run
 from minissl.experiments.cifar_convnet import main

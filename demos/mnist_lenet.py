@@ -1,4 +1,5 @@
-"""python -m demos.mnist_lenet: runs minissl.experiments.mnist_lenet (its --help says what and how long)."""
+"""python -m demos.mnist_lenet: runs minissl.experiments.mnist_lenet (its --help says what it does and
+how long it takes)."""
 
 from minissl.experiments.cli import run
 from minissl.experiments.mnist_lenet import main

@@ -1,4 +1,5 @@
-"""python -m demos.mnist_mlp: runs minissl.experiments.mnist_mlp (its --help says what and how long)."""
+"""python -m demos.mnist_mlp: runs minissl.experiments.mnist_mlp (its --help says what it does and
+how long it takes)."""
 
 from minissl.experiments.cli import run
 from minissl.experiments.mnist_mlp import main

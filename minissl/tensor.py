@@ -115,7 +115,8 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad")
         if grad is None:
             if self.size != 1:
-                raise ValueError(f"backward() without grad needs a one-element tensor, got shape {self.shape}")
+                raise ValueError(f"backward() without grad needs a one-element tensor, got shape "
+                                 f"{self.shape}")
             grad = xp_of(self.data).ones_like(self.data)
         grad = grad.data if isinstance(grad, Tensor) else grad
         if grad.shape != self.shape:

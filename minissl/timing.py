@@ -24,18 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minissl import compact, kernels, ops
+from minissl.autograd import no_grad
+from minissl.backend import get_backend, synchronize, to_numpy, xp_of
+from minissl.nn.protocol import Role
+from minissl.tensor import Tensor
+
 MAX_SPREAD = 0.25     # widest acceptable IQR / median of a timed call
 BURST_SECONDS = 2e-3  # layer_speed: each sample, back-to-back calls of one layer this long
 MAX_BURST = 50        # ... at most this many calls
 MAX_ATTEMPTS = 3      # a comparison wider than that is measured again, this often in all
 IDEAL_MARGIN = 0.15   # a speedup above FLOP-ideal * (1 + this) is flagged
 NOISE_BAND = 0.10     # an unchanged layer's speedup outside 1 +- this (and its IQR) is flagged
-
-from minissl import compact, kernels, ops
-from minissl.autograd import no_grad
-from minissl.backend import get_backend, synchronize, to_numpy, xp_of
-from minissl.nn.protocol import Role
-from minissl.tensor import Tensor
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from minissl import cifar, data
+from minissl import cifar
 from minissl.data import DataError
 
 FILES = (*cifar.TRAIN_FILES, cifar.TEST_FILE)

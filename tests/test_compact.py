@@ -193,7 +193,7 @@ def test_model_with_nothing_to_remove_compacts_to_an_equal_copy(digits):
     model = models.lenet(dtype=np.float64)
     small, plan = compact(model, (1, 28, 28))
     assert plan.input_indices is None and plan.params_after == plan.params_before
-    for (name, original), (_, copy) in zip(weight_layers(model), weight_layers(small)):
+    for (_, original), (_, copy) in zip(weight_layers(model), weight_layers(small)):
         np.testing.assert_array_equal(copy.weight.data, original.weight.data)
         assert copy.weight.data is not original.weight.data  # a copy, not shared storage
     assert_same_function(model, small, inputs_for(digits, (1, 28, 28), np.float64), 0, 0)

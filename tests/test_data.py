@@ -50,7 +50,8 @@ def test_read_idx_other_dtypes():
 def test_truncated_idx_names_the_file_and_the_sizes(tmp_path):
     path = tmp_path / "short.idx"
     path.write_bytes(idx_bytes(np.zeros((2, 3), np.uint8))[:-2])
-    with pytest.raises(data.DataError, match=r"short.idx: truncated: dimensions \(2, 3\) need 6 data bytes, found 4"):
+    with pytest.raises(data.DataError,
+                       match=r"short.idx: truncated: dimensions \(2, 3\) need 6 data bytes, found 4"):
         data.read_idx(path)
 
 

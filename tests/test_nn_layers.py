@@ -10,11 +10,13 @@ def test_linear_gradient_for_input_weight_and_bias(rng):
 
 
 def test_linear_without_bias_gradient(rng):
-    assert gradcheck_module(Linear(4, 3, bias=False, dtype=np.float64, rng=rng), [rng.standard_normal((2, 4))])
+    assert gradcheck_module(Linear(4, 3, bias=False, dtype=np.float64, rng=rng),
+                            [rng.standard_normal((2, 4))])
 
 
 def test_sequential_mlp_gradient_for_input_and_every_parameter(rng):
-    model = Sequential(Linear(4, 5, dtype=np.float64, rng=rng), ReLU(), Linear(5, 3, dtype=np.float64, rng=rng))
+    model = Sequential(Linear(4, 5, dtype=np.float64, rng=rng), ReLU(),
+                       Linear(5, 3, dtype=np.float64, rng=rng))
     assert gradcheck_module(model, [rng.standard_normal((3, 4))])
 
 

@@ -65,7 +65,8 @@ def test_flipped_filter_correlation_equals_col2im_on_random_shapes(monkeypatch, 
 
 
 def test_conv2d_equals_scipy_correlate_plus_bias(cpu_backend, rng):
-    x, weight, bias = rng.standard_normal((2, 3, 8, 9)), rng.standard_normal((5, 3, 3, 4)), rng.standard_normal(5)
+    x, weight = rng.standard_normal((2, 3, 8, 9)), rng.standard_normal((5, 3, 3, 4))
+    bias = rng.standard_normal(5)
     out = ops.conv2d(Tensor(x), Tensor(weight), Tensor(bias)).data
     for b in range(2):
         for n in range(5):

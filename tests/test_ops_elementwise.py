@@ -11,7 +11,8 @@ def away_from_zero(rng, shape, margin=0.2):
 
 
 @pytest.mark.parametrize("op", [ops.add, ops.sub, ops.mul, ops.div])
-@pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (2, 3))])
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)),
+                                              ((), (2, 3))])
 def test_binary_op_gradients_with_broadcasting(op, shape_a, shape_b, rng):
     a, b = away_from_zero(rng, shape_a), away_from_zero(rng, shape_b)
     assert gradcheck(op, [a, b])

@@ -4,7 +4,8 @@ import pytest
 from minissl import Tensor, gradcheck, ops
 
 
-@pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (3, 4, 2))])
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)),
+                                              ((2, 1, 3, 4), (3, 4, 2))])
 def test_matmul_gradients(shape_a, shape_b, rng):
     assert gradcheck(ops.matmul, [rng.standard_normal(shape_a), rng.standard_normal(shape_b)])
 

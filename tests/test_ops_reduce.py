@@ -5,7 +5,8 @@ from minissl import Tensor, gradcheck, ops
 
 
 @pytest.mark.parametrize("reduce", [ops.sum, ops.mean, ops.max])
-@pytest.mark.parametrize("axis, keepdims", [(None, False), (0, False), (1, True), ((0, 2), False), (-1, True)])
+@pytest.mark.parametrize("axis, keepdims", [(None, False), (0, False), (1, True), ((0, 2), False),
+                                            (-1, True)])
 def test_reduction_gradients(reduce, axis, keepdims, rng):
     x = rng.permutation(24).reshape(2, 3, 4) / 7.0  # distinct values: no ties for max
     assert gradcheck(lambda t: reduce(t, axis=axis, keepdims=keepdims), [x])

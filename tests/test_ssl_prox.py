@@ -41,7 +41,8 @@ def test_surviving_groups_shrink_by_the_threshold_and_keep_their_direction(weigh
     np.testing.assert_allclose(np.linalg.norm(after[:, alive], axis=0), norms[alive] - threshold,
                                rtol=1e-12, atol=1e-12)
     directions = weight[:, alive] / norms[alive]
-    np.testing.assert_allclose(after[:, alive], directions * (norms[alive] - threshold), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(after[:, alive], directions * (norms[alive] - threshold),
+                               rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=30, deadline=None)

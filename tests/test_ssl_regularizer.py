@@ -74,7 +74,8 @@ def test_zero_small_groups_and_hold_zeros():
 @pytest.mark.slow
 def test_short_ssl_run_on_the_bundled_sample_removes_whole_neurons():
     sample = data.mnist_sample()
-    inputs, labels = data.to_float_images(sample.train_images[:2000]), sample.train_labels[:2000].astype(np.int64)
+    inputs = data.to_float_images(sample.train_images[:2000])
+    labels = sample.train_labels[:2000].astype(np.int64)
     model = models.mlp((784, 64, 10), seed=0)
     lasso = GroupLasso(model, SSLConfig(ssl.rules_for(model, GroupKind.NEURON_IN, [0.2, 0.2])))
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -72,7 +72,8 @@ def parse_args(argv):
                             "none: baseline only)")
     for row, (_, flag, lambdas, _) in ROWS.items():
         names = ("CONV1", "CONV2", "CHANNELS") if len(lambdas) == 3 else ("CONV1", "CONV2")
-        group.add_argument(f"--{flag.replace('_', '-')}", type=float, nargs=len(lambdas), default=lambdas, metavar=names,
+        group.add_argument(f"--{flag.replace('_', '-')}", type=float, nargs=len(lambdas),
+                           default=lambdas, metavar=names,
                            help=f"the {row} row's lambdas: {', '.join(names).lower()} "
                                 f"(default {' '.join(map(str, lambdas))})")
     cli.add_ssl_schedule_arguments(group, "6, scaled like --epochs; the shapes-strong row has "

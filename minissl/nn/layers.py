@@ -1,7 +1,8 @@
 """Layers: Linear, ReLU, Flatten, Sequential.
 
-Weights follow docs/design.md ("Weight views and groups"): a dense weight is (out, in), so row o holds the incoming
-connections of output neuron o and column i the outgoing connections of input unit i.
+Weights follow docs/design.md ("Weight views and groups"): a dense weight is (out, in), so
+row o holds the incoming connections of output neuron o and column i the outgoing
+connections of input unit i.
 Each layer declares what it is to SSL and compaction (minissl/nn/protocol.py).
 """
 

@@ -106,7 +106,8 @@ class GroupLasso:
             module = modules[rule.layer]
             unknown = [rider for rider in rule.riders if rider not in modules]
             if unknown:
-                raise ValueError(f"rule for layer {rule.layer!r} names riders {unknown} the model does not have")
+                raise ValueError(f"rule for layer {rule.layer!r} names riders {unknown} the model "
+                                 f"does not have")
             riders = [modules[rider] for rider in rule.riders]
             group_set = (block_groups(module, rule.layer) if rule.kind is GroupKind.DEPTH
                          else layer_groups(module, rule.kind, rule.layer, riders))
@@ -152,7 +153,8 @@ class GroupLasso:
 
     def hold_zeros(self):
         """Return a ZeroHolder that keeps the groups that are zero now at zero."""
-        return ZeroHolder([(s, (s.norms() > 0).astype(s.members[0].parameter.dtype)) for s in self.group_sets])
+        return ZeroHolder([(s, (s.norms() > 0).astype(s.members[0].parameter.dtype))
+                           for s in self.group_sets])
 
     def zero_group_counts(self):
         """Return [(layer, kind name, zero groups, all groups)] per group set."""

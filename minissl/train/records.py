@@ -15,7 +15,6 @@ import json
 import math
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
