@@ -6,8 +6,10 @@ so benchmarks time the things they compare side by side with these helpers:
 `measure` (any call), `layer_speed` (one layer: dense vs compacted vs CSR) and
 `network_speedup` (whole model, dense vs compacted). `tune_convolutions` times each conv
 layer's inference paths (im2col + BLAS, the per-image tile kernel, the shifted-runs
-kernel) on its real input and keeps the fastest on the layer for that batch size; the speed
-comparisons run it on both sides first, so that each layer is timed on its best path.
+kernel; kernels/choice.py) on its real input and returns the fastest for that batch size;
+`apply_conv_choices` keeps them in the layers. The speed comparisons do both on both sides
+first, so that each layer is timed on its best path. They leave every module in the mode
+it was in.
 
 Layer speeds and the tuner time each sample as a burst of back-to-back calls of one layer
 (BURST_SECONDS, see compare): the layer as a forward pass runs it, on data still in the
@@ -19,6 +21,7 @@ layer's FLOP-ideal by more than IDEAL_MARGIN, or an unchanged layer (100% of its
 1.00x by more than NOISE_BAND. Those are machine noise, never results.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -27,6 +30,7 @@ import numpy as np
 from minissl import compact, kernels, ops
 from minissl.autograd import no_grad
 from minissl.backend import get_backend, synchronize, to_numpy, xp_of
+from minissl.nn import protocol as nn_protocol
 from minissl.nn.protocol import Role
 from minissl.tensor import Tensor
 
@@ -249,61 +253,78 @@ class ConvChoice:
 
 
 def tune_convolution(name, layer, x, repeats=7, warmup=2, burst_seconds=BURST_SECONDS):
-    """Time `layer` (a Conv2d or GatheredConv2d) on x by im2col + BLAS, by the tile kernel
-    and by the shifted-runs kernel, side by side (bursts of calls, as in compare), and keep
-    the fastest in `layer.algorithms[B]` (mutates the layer).
+    """Time `layer` (a Conv2d or GatheredConv2d) on x on each inference path (im2col + BLAS,
+    the tile kernel, the shifted-runs kernel; kernels/choice.py), side by side (bursts of
+    calls, as in compare), and return the fastest as a ConvChoice. Changes nothing: apply it
+    with apply_conv_choices.
 
-    Shapes: x (B, C_in, H, W). Returns a ConvChoice, or None on a backend without these
-    kernels (anything but Numba). Measured choices differ from run to run only where two
-    paths are about as fast; their outputs agree to rounding (ops.conv2d).
+    Shapes: x (B, C_in, H, W). Returns None on a backend without these kernels (anything but
+    Numba). Measured choices differ from run to run only where two paths are about as fast;
+    their outputs agree to rounding (ops.conv2d).
     """
     if get_backend() != "numba" or xp_of(x.data) is not np:
         return None
-    batch = x.shape[0]
-    paths = ops.conv.ALGORITHMS
-
-    def run(algorithm):
-        layer.algorithms[batch] = algorithm
-        return layer(x)
-
+    paths = kernels.ALGORITHMS
     with no_grad():
-        times, _ = compare([lambda path=path: run(path) for path in paths], repeats, warmup,
-                           burst_seconds=burst_seconds)
+        times, _ = compare([lambda path=path: layer.forward_with(x, path) for path in paths],
+                           repeats, warmup, burst_seconds=burst_seconds)
     seconds = {path: timed.median for path, timed in zip(paths, times)}
-    layer.algorithms[batch] = min(seconds, key=seconds.get)
-    return ConvChoice(name, batch, layer.algorithms[batch], seconds)
+    return ConvChoice(name, x.shape[0], min(seconds, key=seconds.get), seconds)
+
+
+class _ConvInputs:
+    """A tracer (nn.protocol.tracing) that notes the first input of every conv layer of one
+    forward pass: {id(layer): (name, layer, input)}."""
+
+    def __init__(self, names):
+        self.names, self.inputs = names, {}
+
+    def call(self, module, inputs):
+        if hasattr(module, "forward_with") and id(module) in self.names:
+            self.inputs.setdefault(id(module), (self.names[id(module)], module, inputs[0]))
+        return module.forward(*inputs)
 
 
 def tune_convolutions(model, x, repeats=7, warmup=2, retune=False):
     """tune_convolution for every conv layer of `model` (nested ones too), each on the
     activations that reach it when x goes through the model once in eval mode. A layer that
-    already holds a choice for x's batch size keeps it (say, one layer_speeds tuned), unless
-    `retune`.
+    already holds a choice for x's batch size is skipped (say, one layer_speeds tuned),
+    unless `retune`. Changes nothing but the model's mode, which it restores.
 
-    Shapes: x (B, *input shape). Returns the ConvChoices made, in forward order (empty on a
-    backend without the tile kernel).
+    Shapes: x (B, *input shape). Returns the ConvChoices, in forward order (empty on a
+    backend without the inference kernels); apply_conv_choices puts them into the layers.
     """
-    model.eval()
-    inputs = {}  # id(layer) -> (name, layer, its first input)
-    for name, layer in model.named_modules():
-        if hasattr(layer, "algorithms") and (retune or x.shape[0] not in layer.algorithms):
-            layer.forward = _recording(layer, name, inputs)  # shadows the class's forward
-    try:
-        with no_grad():
-            model(x)
-    finally:
-        for _, layer in model.named_modules():
-            layer.__dict__.pop("forward", None)
-    return [choice for name, layer, seen in inputs.values()
+    names = {id(layer): name for name, layer in model.named_modules()
+             if hasattr(layer, "forward_with") and (retune or x.shape[0] not in layer.algorithms)}
+    recorder = _ConvInputs(names)
+    with _eval_mode(model), no_grad(), nn_protocol.tracing(recorder):
+        model(x)
+    return [choice for name, layer, seen in recorder.inputs.values()
             if (choice := tune_convolution(name, layer, seen, repeats, warmup)) is not None]
 
 
-def _recording(layer, name, inputs):
-    """A forward for `layer` that notes its first input in `inputs`, then runs as usual."""
-    def forward(x):
-        inputs.setdefault(id(layer), (name, layer, x))
-        return type(layer).forward(layer, x)
-    return forward
+def apply_conv_choices(model, choices):
+    """Put ConvChoices (tune_convolutions) into `model`'s conv layers: each then runs its
+    chosen path at that batch size (mutates the layers' `algorithms`). Raises KeyError for a
+    choice naming a layer the model does not have."""
+    layers = dict(model.named_modules())
+    for choice in choices:
+        if choice.layer not in layers or not hasattr(layers[choice.layer], "algorithms"):
+            raise KeyError(f"the model has no conv layer named {choice.layer!r}")
+        layers[choice.layer].algorithms[choice.batch] = choice.algorithm
+
+
+@contextlib.contextmanager
+def _eval_mode(*models):
+    """Every module of `models` in eval mode inside the block, its own mode restored after."""
+    modes = [(module, module.training) for model in models for _, module in model.named_modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            object.__setattr__(module, "training", mode)
 
 
 def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
@@ -332,6 +353,9 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
     if hasattr(module, "algorithms"):  # each conv on its faster inference path
         choices = (tune_convolution(name, module, x, burst_seconds=burst_seconds),
                    tune_convolution(name, small, small_x, burst_seconds=burst_seconds))
+        for layer, choice in zip((module, small), choices):
+            if choice is not None:
+                layer.algorithms[choice.batch] = choice.algorithm
         paths = tuple(choice.algorithm if choice else "" for choice in choices)
     with no_grad():
         timings, samples = compare(
@@ -349,13 +373,13 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
 def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=0.2,
                  burst_seconds=BURST_SECONDS):
     """layer_speed for the WEIGHTS layers of a model's chain (all, or those named in
-    `layers`), each fed its real activations: x goes through the model once, in eval mode.
+    `layers`), each fed its real activations: x goes through the model once, in eval mode
+    (each module's own mode is restored afterwards).
 
     Shapes: x (B, *input shape). Returns a list of LayerSpeed in forward order.
     """
-    model.eval()
     speeds, current = [], x
-    with no_grad():
+    with _eval_mode(model), no_grad():
         for name, module in compact.layer_chain(model, x.shape[1:]):
             wanted = name in layers if layers is not None else module.role is Role.WEIGHTS
             if wanted:
@@ -372,12 +396,13 @@ def network_speedup(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
 
 
 def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
-    """The whole-network speedup with its spread, a Ratio (median, q1, q3). Tunes both
-    models' conv layers for x's batch size first, those not tuned for it yet
-    (tune_convolutions; mutates them)."""
-    tune_convolutions(model, x)
-    tune_convolutions(small, x)
-    with no_grad():
+    """The whole-network speedup with its spread, a Ratio (median, q1, q3), both models in
+    eval mode (each module's own mode is restored afterwards). Tunes both models' conv
+    layers for x's batch size first, those not tuned for it yet, and keeps those choices in
+    them (tune_convolutions, apply_conv_choices)."""
+    apply_conv_choices(model, tune_convolutions(model, x))
+    apply_conv_choices(small, tune_convolutions(small, x))
+    with _eval_mode(model, small), no_grad():
         _, samples = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
                              min_seconds)
     return Ratio.of(samples[0], samples[1])

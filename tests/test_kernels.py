@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minissl import kernels
-from minissl.kernels import numba_cpu, reference
+from minissl.kernels import numba_cpu, numba_inference, reference
 
 
 @st.composite
@@ -225,7 +225,7 @@ def test_kernels_run_as_plain_python_with_numba_disabled():
 
     script = (
         "import numpy as np\n"
-        "from minissl.kernels import numba_cpu as n, reference as r\n"
+        "from minissl.kernels import numba_cpu as n, numba_inference as i, reference as r\n"
         "x = np.random.default_rng(0).standard_normal((2, 2, 5, 6))\n"
         "a = n.im2col(x, 3, 2, 2, 1, 3, 4, np.empty((12, 24)))\n"
         "assert np.array_equal(a, r.im2col(x, 3, 2, 2, 1, 3, 4, np.empty((12, 24))))\n"
@@ -242,7 +242,9 @@ def test_kernels_run_as_plain_python_with_numba_disabled():
         "assert np.array_equal(out, r.max_pool2d(x, 2, 2, 2, 3)[0])\n"
         "assert np.allclose(n.gemm(x[0, 0], x[1, 0].T), x[0, 0] @ x[1, 0].T)\n"
         "rows, w2, bias = np.array([0, 4, 9, 17]), x[0, 0, :3, :4], np.ones(3)\n"
-        "assert np.allclose(n.conv_tiles(x, w2, rows, 3, 3, 1, 1, bias, 2, np.empty((2, 3, 5, 6))),"
+        "assert np.array_equal(n.gathered_im2col_serial(x, rows, 3, 3, 1, 1, 5, 6,"
+        " np.empty((4, 60))), same[rows])\n"
+        "assert np.allclose(i.conv_tiles(x, w2, rows, 3, 3, 1, 1, bias, 2, np.empty((2, 3, 5, 6))),"
         " r.conv_tiles(x, w2, rows, 3, 3, 1, 1, bias, 2, np.empty((2, 3, 5, 6))))\n"
         "import numba\n"
         "assert numba.config.DISABLE_JIT\n"
@@ -358,7 +360,7 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
     """The per-image tile convolution (inference) on random shapes, strides, padding, kept
     rows and thread splits equals im2col + GEMM."""
     x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
-    got = numba_cpu.conv_tiles(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
+    got = numba_inference.conv_tiles(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                np.full(shape, np.nan, x.dtype))
     expected = reference.conv_tiles(x, weight2, rows, *geometry, bias, runs, np.empty(shape, x.dtype))
     tolerance = 1e-5 if x.dtype == np.float32 else 1e-12
@@ -368,12 +370,12 @@ def test_numba_conv_tiles_equals_reference(case, filters, runs, gathered, seed):
 @contextlib.contextmanager
 def _splitting_every_image():
     """conv_shifted splits each image's output rows over the threads, however small."""
-    threshold = numba_cpu.SHIFTED_SPLIT_MACS
-    numba_cpu.SHIFTED_SPLIT_MACS = 0
+    threshold = numba_inference.SHIFTED_SPLIT_MACS
+    numba_inference.SHIFTED_SPLIT_MACS = 0
     try:
         yield
     finally:
-        numba_cpu.SHIFTED_SPLIT_MACS = threshold
+        numba_inference.SHIFTED_SPLIT_MACS = threshold
 
 
 @settings(max_examples=120, deadline=None)
@@ -387,10 +389,10 @@ def test_numba_conv_shifted_equals_reference(case, filters, runs, gathered, seed
     splits (over images, and over an image's chunks) equals its NumPy reference, and both
     equal im2col + GEMM."""
     x, rows, weight2, bias, shape, geometry = _inference_case(case, filters, gathered, seed)
-    got = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
+    got = numba_inference.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias, runs,
                                  np.full(shape, np.nan, x.dtype))
     with _splitting_every_image():
-        split = numba_cpu.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
+        split = numba_inference.conv_shifted(np.ascontiguousarray(x), weight2, rows, *geometry, bias,
                                        runs + 1, np.full(shape, np.nan, x.dtype))
     expected = reference.conv_shifted(x, weight2, rows, *geometry, bias, runs,
                                       np.full(shape, np.nan, x.dtype))
@@ -417,13 +419,13 @@ def test_numba_conv_shifted_sums_many_rows_in_blocks(filters, gathered, stride, 
     x = rng.standard_normal((2, 20, size, size)).astype(np.float32)
     count = 20 * 25
     rows = np.flatnonzero(rng.random(count) < 0.5) if gathered else np.arange(count)
-    assert len(rows) > numba_cpu.SHIFTED_KC
+    assert len(rows) > numba_inference.SHIFTED_KC
     weight2 = rng.standard_normal((filters, len(rows))).astype(np.float32)
     bias = rng.standard_normal(filters).astype(np.float32)
     out_size = (size + 2 * padding - 5) // stride + 1
     shape = (2, filters, out_size, out_size)
     with _splitting_every_image():
-        got = numba_cpu.conv_shifted(x, weight2, rows, 5, 5, stride, padding, bias, threads,
+        got = numba_inference.conv_shifted(x, weight2, rows, 5, 5, stride, padding, bias, threads,
                                      np.full(shape, np.nan, np.float32))
     expected = reference.conv_tiles(x, weight2, rows, 5, 5, stride, padding, bias, 1,
                                     np.empty(shape, np.float32))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from minissl import Tensor, compact, models, nn, no_grad, ops, timing
+from minissl import Tensor, compact, kernels, models, nn, no_grad, timing
 
 
 def test_measure_calls_warmup_plus_repeats_and_reports_the_median():
@@ -113,7 +113,7 @@ def test_layer_speed_reports_the_plans_flops_and_positive_times():
     assert speed.ideal_speedup == pytest.approx(2.0)
     assert min(speed.dense_s, speed.compact_s, speed.csr_s) > 0
     assert speed.efficiency == pytest.approx(speed.speedup / 2.0)
-    assert all(path in ops.conv.ALGORITHMS for path in speed.paths)  # both convs were tuned
+    assert all(path in kernels.ALGORITHMS for path in speed.paths)  # both convs were tuned
     assert model[0].algorithms.get(4) == speed.paths[0]
 
 
@@ -150,6 +150,8 @@ def test_tune_convolutions_picks_a_path_per_conv_layer_and_batch_size(cpu_backen
         return
     assert [choice.layer for choice in choices] == ["0", "2"]
     assert any(isinstance(layer, nn.GatheredConv2d) for layer in convs)
+    assert all(layer.algorithms == {} for layer in convs)  # the tuner changes nothing
+    timing.apply_conv_choices(small, choices)
     for choice, layer in zip(choices, convs):
         assert choice.batch == 6 and layer.algorithms == {6: choice.algorithm}
         assert set(choice.seconds) == {"gemm", "tiles", "shifted"}
@@ -191,6 +193,44 @@ def test_tune_convolutions_restores_the_layers_when_the_model_fails():
     with pytest.raises(ValueError, match="expects input"):
         timing.tune_convolutions(model, Tensor(np.zeros((2, 3, 28, 28), np.float32)))
     assert all("forward" not in vars(layer) for _, layer in model.named_modules())
+
+
+def test_a_choice_for_a_layer_the_model_lacks_is_refused():
+    choice = timing.ConvChoice("9", 4, "gemm", {"gemm": 1.0})
+    with pytest.raises(KeyError, match="no conv layer named '9'"):
+        timing.apply_conv_choices(models.lenet(), [choice])
+
+
+def test_speed_comparisons_leave_every_module_in_its_own_mode():
+    model = models.resnet_cifar(depth=8)
+    model.train()
+    model[1].eval()  # one module in eval mode on purpose
+    small, plan = compact.compact(model, (3, 32, 32))
+    x = Tensor(np.random.default_rng(2).random((2, 3, 32, 32)).astype(np.float32))
+    modes = [module.training for _, module in model.named_modules()]
+    timing.network_speed(model, small, x, repeats=2, warmup=0)
+    timing.layer_speeds(model, plan, x, layers=["0"], repeats=2, warmup=0)
+    assert [module.training for _, module in model.named_modules()] == modes
+
+
+def test_explain_says_which_path_runs_and_why():
+    model = models.lenet()
+    text = kernels.explain(model[0], (100, 1, 28, 28))
+    assert text.startswith("shifted (100 x (20 x 25) on 24 x 24, stride 1): the cost model")
+    assert "24 >= 8 pixels wide" in text
+    assert kernels.explain(model[0], (100, 1, 28, 28), training=True).startswith("gemm")
+    assert "numpy backend" in kernels.explain(model[0], (1, 1, 28, 28), backend="numpy")
+    narrow = nn.Conv2d(64, 64, 3, stride=2, padding=1)
+    assert kernels.explain(narrow, (100, 64, 8, 8)).startswith("gemm (100 x (64 x 576) on 4 x 4")
+    assert kernels.explain(narrow, (3, 64, 8, 8)).startswith("tiles")
+    narrow.algorithms[3] = "shifted"
+    assert "chosen for batch 3 by timing" in kernels.explain(narrow, (3, 64, 8, 8))
+
+
+def test_the_choice_knows_the_shifted_kernels_width():
+    from minissl.kernels import choice, numba_inference
+
+    assert choice.SHIFTED_MIN_WIDTH == numba_inference.LANES
 
 
 def test_an_unknown_conv_algorithm_is_named_in_the_error():

@@ -43,9 +43,8 @@ def _traced_chain(model, input_shape):
     modes = [(module, module.training) for _, module in model.named_modules()]
     tracer = protocol.ChainTracer()
     model.eval()  # no running statistics move, no dropout
-    protocol.ACTIVE = tracer
     try:
-        with no_grad():
+        with no_grad(), protocol.tracing(tracer):
             output = model(probe)
     except CompactionError:
         raise
@@ -53,7 +52,6 @@ def _traced_chain(model, input_shape):
         raise CompactionError(f"cannot follow {kind}.forward on one sample of shape "
                               f"{input_shape}: {error}") from error
     finally:
-        protocol.ACTIVE = None
         for module, mode in modes:
             object.__setattr__(module, "training", mode)
     names = {id(module): name for name, module in model.named_modules()}

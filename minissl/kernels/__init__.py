@@ -1,7 +1,9 @@
 """Kernel dispatch: validate once, then run the reference, Numba or CuPy variant.
 
 Every kernel exists as a plain array version (`reference.py`, also used for CuPy arrays)
-and a Numba twin (`numba_cpu.py`) with the same name and signature. This module owns
+and a Numba twin with the same name and signature: the textbook kernels in `numba_cpu.py`,
+the inference-only convolutions in `numba_inference.py`. Which convolution path runs is
+decided in `choice.py`. This module owns
 everything the kernels leave out: argument checks with clear errors, output sizes,
 dtype and contiguity, and the choice of variant from `minissl.get_backend()`:
 
@@ -19,7 +21,8 @@ import numba
 import numpy as np
 
 from minissl.backend import get_backend, xp_of
-from minissl.kernels import numba_cpu, reference
+from minissl.kernels import numba_cpu, numba_inference, reference
+from minissl.kernels.choice import ALGORITHMS, conv_algorithm, explain  # noqa: F401 (public)
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -29,6 +32,11 @@ def _variant(array):
     if xp_of(array) is not np or get_backend() != "numba":
         return reference
     return numba_cpu
+
+
+def _inference_variant(array):
+    """The module of the inference convolutions for `array`: numba_inference or reference."""
+    return numba_inference if _variant(array) is numba_cpu else reference
 
 
 def _check_float(name, array, ndim):
@@ -161,37 +169,6 @@ def col2im(cols, x_shape, kernel_h, kernel_w, stride=1, padding=0, rows=None, ou
     return _variant(cols).gathered_col2im(cols, xp.asarray(rows), *geometry, out)
 
 
-# Which algorithm an inference convolution runs on the CPU: a cost model measured with
-# `python -m benchmarks.conv_tiles` (docs/journal.md, "Small convolutions at small batches",
-# "Shifted runs instead of patches" and "Sums in registers").
-# im2col + BLAS pays fixed costs per call (patch matrix, BLAS threads waking, a layout pass)
-# that small layers do not amortize, and writes a patch matrix R times the size of the input.
-# Since the shifted-runs kernel computes eight pixels of an output row at a time with its sums
-# in registers (outputs at least SHIFTED_MIN_WIDTH wide), it was the fastest path on every
-# LeNet, CIFAR ConvNet and ResNet layer measured, at batch 1 and 100 (1.6-10x faster than
-# BLAS), and on most of AlexNet's; on AlexNet's 13x13 layers with hundreds of filters at
-# batch 1 BLAS can still win, which the tuner (minissl.timing.tune_convolutions) finds.
-# Narrower outputs fall back on the older rules: shifted runs for stride 1 up to
-# SHIFTED_MAX_MACS_PER_IMAGE multiply-adds per image, the per-image tile kernel for a few
-# images through a small strided layer, BLAS otherwise.
-SHIFTED_MIN_WIDTH = numba_cpu.LANES  # the kernel's chunk: eight pixels of an output row
-TILE_MAX_BATCH = 16
-TILE_MAX_MACS_PER_IMAGE = 1_000_000
-SHIFTED_MAX_MACS_PER_IMAGE = 1_000_000
-
-
-def conv_algorithm(batch, filters, depth, out_h, out_w, stride=1):
-    """"shifted", "tiles" or "gemm" for an inference convolution of `batch` images with W2 of
-    shape (filters, depth), an OH x OW output and `stride` (the cost model above)."""
-    if out_w >= SHIFTED_MIN_WIDTH:
-        return "shifted"
-    macs = filters * depth * out_h * out_w  # per image
-    if stride == 1 and macs <= SHIFTED_MAX_MACS_PER_IMAGE:
-        return "shifted"
-    small = batch <= TILE_MAX_BATCH and macs <= TILE_MAX_MACS_PER_IMAGE
-    return "tiles" if small else "gemm"
-
-
 def _inference_operands(name, x, weight2, kernel_h, kernel_w, stride, padding, rows, bias):
     """Checked, contiguous operands of conv_tiles / conv_shifted and their empty output."""
     _check_float(f"{name} input", x, 4)
@@ -225,18 +202,18 @@ def conv_tiles(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, b
     """
     x, weight2, rows, bias, out = _inference_operands("conv_tiles", x, weight2, kernel_h,
                                                       kernel_w, stride, padding, rows, bias)
-    return _variant(x).conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
+    return _inference_variant(x).conv_tiles(x, weight2, rows, kernel_h, kernel_w, stride, padding, bias,
                                   numba.get_num_threads(), out)
 
 
 def conv_shifted(x, weight2, kernel_h, kernel_w, stride=1, padding=0, rows=None, bias=None):
     """Convolution for inference from shifted runs of each image (of its phase planes when
-    strided or padded): no patch matrix and no patch tile at all (numba_cpu.conv_shifted
+    strided or padded): no patch matrix and no patch tile at all (numba_inference.conv_shifted
     says how). Shapes and errors as conv_tiles.
     """
     x, weight2, rows, bias, out = _inference_operands("conv_shifted", x, weight2, kernel_h,
                                                       kernel_w, stride, padding, rows, bias)
-    return _variant(x).conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding,
+    return _inference_variant(x).conv_shifted(x, weight2, rows, kernel_h, kernel_w, stride, padding,
                                     bias, numba.get_num_threads(), out)
 
 

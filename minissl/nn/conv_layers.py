@@ -48,12 +48,17 @@ class Conv2d(Module):
         shape = (out_channels, in_channels, kernel_h, kernel_w)
         self.weight = Parameter(INITIALIZERS[init](shape, rng, dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
-        self.algorithms = {}  # inference path per batch size (timing.tune_convolutions)
+        # inference path per batch size, when one was chosen by timing (kernels/choice.py)
+        self.algorithms = {}
 
     def forward(self, x):
+        return self.forward_with(x, self.algorithms.get(x.shape[0]))
+
+    def forward_with(self, x, algorithm):
+        """forward on the named inference path ("gemm", "tiles", "shifted"; None: the cost
+        model), where it applies (kernels/choice.py)."""
         _check_image(self, x, self.in_channels)
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding,
-                          self.algorithms.get(x.shape[0]))
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, algorithm)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -163,12 +168,16 @@ class GatheredConv2d(Module):
         self.rows = rows
         self.weight = Parameter(weight2)
         self.bias = Parameter(bias) if bias is not None else None
-        self.algorithms = {}  # inference path per batch size (timing.tune_convolutions)
+        self.algorithms = {}  # as Conv2d's
 
     def forward(self, x):
+        return self.forward_with(x, self.algorithms.get(x.shape[0]))
+
+    def forward_with(self, x, algorithm):
+        """forward on the named inference path (as Conv2d.forward_with)."""
         _check_image(self, x, self.in_channels)
         return ops.conv2d_gathered(x, self.weight, self.rows, self.kernel_size, self.bias,
-                                   self.stride, self.padding, self.algorithms.get(x.shape[0]))
+                                   self.stride, self.padding, algorithm)
 
     def __repr__(self):
         total = self.in_channels * self.kernel_size[0] * self.kernel_size[1]

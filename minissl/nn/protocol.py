@@ -29,7 +29,9 @@ declares its `role`, then what that role needs (docs/adding_a_layer.md walks thr
 FLOPs (docs/design.md, Compaction): a multiply-add is 2 FLOPs; only WEIGHTS layers are counted (their GEMM).
 """
 
+import contextlib
 import enum
+import threading
 
 
 class CompactionError(ValueError):
@@ -70,7 +72,7 @@ def undeclared(module, name=None, what="the layer protocol"):
 class ChainTracer:
     """Records the declared layers that one forward pass calls, outermost only.
 
-    Module.__call__ hands every call to the active tracer (module-level ACTIVE). A layer with
+    Module.__call__ hands every call to this thread's active tracer (`tracing`). A layer with
     a role other than CONTAINER is one entry (its inside is not recorded); a container or an
     undeclared Module with sub-layers is looked through; an undeclared Module whose forward
     calls no layer is recorded as undeclared.
@@ -100,4 +102,26 @@ class ChainTracer:
         return output
 
 
-ACTIVE = None  # the ChainTracer of a running trace, else None (read by Module.__call__)
+class _ActiveTracer(threading.local):
+    """The tracer following this thread's forward pass, else None (read by Module.__call__):
+    per thread, so that a trace in one thread never sees another thread's calls."""
+    tracer = None
+
+
+_active = _ActiveTracer()
+
+
+def active_tracer():
+    """The tracer of a running trace in this thread, else None."""
+    return _active.tracer
+
+
+@contextlib.contextmanager
+def tracing(tracer):
+    """Hand every Module call in this thread to `tracer.call(module, inputs)` inside the
+    block (ChainTracer for compaction; minissl.timing records the inputs of conv layers)."""
+    previous, _active.tracer = _active.tracer, tracer
+    try:
+        yield tracer
+    finally:
+        _active.tracer = previous

@@ -245,11 +245,6 @@ def _grad_x_by_correlation(grad_out, flipped2, geometry, serial, grad_x):
                                                                 pixels).transpose(1, 0, 2)
 
 
-# What an inference call may be told to run (None: the cost model): im2col + BLAS, the
-# per-image tile kernel, or the shifted-runs kernel.
-ALGORITHMS = ("gemm", "tiles", "shifted")
-
-
 def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
     """The convolution without autograd on the per-image tile kernel or the shifted-runs
     kernel, or None when a gradient may be wanted or `algorithm` is "gemm" (None: the cost
@@ -257,8 +252,7 @@ def _inference(x, weight2, bias, kernel_size, stride, padding, rows, algorithm):
 
     Only on the Numba backend with NumPy arrays; the result equals Conv2d's to rounding.
     """
-    if algorithm is not None and algorithm not in ALGORITHMS:
-        raise ValueError(f"conv algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
+    kernels.choice.check_algorithm(algorithm)
     tensors = (x, weight2) if bias is None else (x, weight2, bias)
     if (is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)) or (
             get_backend() != "numba" or xp_of(x.data) is not np):
