@@ -217,6 +217,20 @@ def test_gathered_rows_are_validated():
         kernels.im2col(x, 2, 2, rows=[0, 4])
 
 
+def test_a_window_larger_than_the_image_writes_only_its_own_patch_row():
+    """A 3x3 window with padding 1 on 1x1 images: most patch rows are all padding, shifted by
+    more than the block is long. Found by hypothesis: the shifted copy wrote zeros past its
+    own row into the next one, so a row computed earlier came out 0."""
+    x = np.array([[[[0.12573022]], [[-0.13210486]]]], dtype=np.float32)  # (1, 2, 1, 1)
+    rows = np.array([0, 2, 4, 6, 7, 9, 12, 13, 17])
+    expected = reference.gathered_im2col(x, rows, 3, 3, 1, 1, 1, 1, np.empty((9, 1), x.dtype))
+    assert expected[7, 0] == x[0, 1, 0, 0]  # row 13: channel 1's only pixel
+    for kernel in (numba_cpu.gathered_im2col, numba_cpu.gathered_im2col_serial):
+        for _ in range(20):  # the parallel kernel's rows run in any order
+            got = kernel(x, rows, 3, 3, 1, 1, 1, 1, np.full((9, 1), np.nan, x.dtype))
+            np.testing.assert_array_equal(got, expected)
+
+
 def test_kernels_run_as_plain_python_with_numba_disabled():
     """NUMBA_DISABLE_JIT=1 keeps every kernel working, for stepping through it."""
     import os

@@ -64,7 +64,11 @@ def _shifted_plane_copy(flat_x, plane, out, block, shift, pixels, out_w, first, 
     pixels; those (columns outside [first, last), rows outside [row_first, row_last)) are
     then set to zero.
     """
-    start, stop = max(0, -shift), min(pixels, pixels - shift)
+    # clamped to the block: with a window larger than the image, |shift| can exceed `pixels`
+    # (compiled loops do not check bounds, and a write past the block would land in the
+    # next patch row)
+    start = min(pixels, max(0, -shift))
+    stop = max(start, min(pixels, pixels - shift))
     for t in range(0, start):
         out[block + U(t)] = 0
     for t in range(start, stop):
