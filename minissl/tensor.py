@@ -6,10 +6,13 @@ graph. The operations themselves live in `minissl.ops`; the graph is recorded by
 forward to `minissl.ops`.
 
 dtype rule, the same for every op and layer: a Tensor holds float32 or float64 (float64
-works everywhere, for gradcheck); Python numbers, lists and integer or bool arrays become
-float32 unless `dtype` is given; anything else (float16, complex, object arrays) is refused
-with a TypeError, never silently converted. Ops refuse to mix float32 and float64 operands
-where one would be converted (conv2d, linear).
+works everywhere, for gradcheck); Python numbers and lists become float32 unless `dtype` is
+given. An integer or bool array (uint8 pixels, int64 labels) is refused unless `dtype` says
+what to convert it to: images straight from a dataset are 0..255 and must be scaled first
+(minissl.data.to_float_images), and converting them silently would feed a model logits a
+hundred times too large. Anything else (float16, complex, object arrays) is refused with a
+TypeError, never silently converted. Ops refuse to mix float32 and float64 operands where one
+would be converted (conv2d, linear).
 """
 
 import numpy as np
@@ -39,7 +42,11 @@ def _as_array(data, dtype):
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     elif array.dtype.kind != "f":
-        array = array.astype(DEFAULT_DTYPE)  # ints and bools become float32
+        if hasattr(data, "dtype") and getattr(data, "ndim", 0) > 0:
+            raise TypeError(f"Tensor got an array of {array.dtype}: scale integer images first "
+                            f"(minissl.data.to_float_images: uint8 0..255 -> float32 0..1), or "
+                            f"pass dtype=np.float32 to convert the values as they are")
+        array = array.astype(DEFAULT_DTYPE)  # Python ints, bools and lists become float32
     if array.dtype not in FLOAT_DTYPES:
         raise TypeError(f"minissl computes in float32 or float64, got {array.dtype}; convert "
                         f"first, e.g. array.astype(np.float32)")

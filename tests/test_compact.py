@@ -348,3 +348,54 @@ def test_a_removed_block_with_a_zero_projection_is_refused():
     model[4].shortcut[0].weight.data[...] = 0
     with pytest.raises(CompactionError, match=r"block 4: its branch 4.branch is all zero"):
         compact(model, (1, 28, 28))
+
+
+def test_one_relu_used_after_several_layers_compacts():
+    """Sharing a layer without weights (a common PyTorch habit) is not shared weights."""
+    relu = nn.ReLU()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            self.fc1, self.fc2 = nn.Linear(6, 5, rng=rng), nn.Linear(5, 4, rng=rng)
+            self.fc3, self.relu = nn.Linear(4, 3, rng=rng), relu
+
+        def forward(self, x):
+            return self.fc3(self.relu(self.fc2(self.relu(self.fc1(x)))))
+
+    model = Net()
+    model.fc1.weight.data[2:4] = 0  # two hidden units of fc1 go
+    small, plan = compact(model)  # input_shape read from fc1, the first layer forward calls
+    x = Tensor(np.random.default_rng(1).standard_normal((7, 6)).astype(np.float32))
+    with no_grad():
+        np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-6, atol=1e-6)
+    assert plan.layer("fc2").shape_after == [4, 3]
+
+
+def test_an_input_shape_read_from_the_wrong_layer_is_not_guessed():
+    class Backwards(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.second, self.first = nn.Linear(5, 3), nn.Linear(6, 5)
+
+        def forward(self, x):
+            return self.second(self.first(x))
+
+    with pytest.raises(CompactionError, match="input_shape is needed"):
+        compact(Backwards())
+    small, _ = compact(Backwards(), input_shape=(6,))
+    assert small is not None
+
+
+def test_a_layer_with_weights_called_twice_is_still_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    with pytest.raises(CompactionError, match="calls layer fc twice"):
+        compact(Twice(), input_shape=(4,))

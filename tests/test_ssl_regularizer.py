@@ -121,3 +121,33 @@ def test_rules_for_picks_only_the_layers_a_kind_applies_to():
         ["5", "7"]
     with pytest.raises(ValueError, match="no layer of the model takes SHAPE groups"):
         ssl.rules_for(models.mlp(), GroupKind.SHAPE, 0.1)
+
+
+@pytest.mark.parametrize("strength", [float("nan"), float("inf"), -0.1, "0.1", True])
+def test_a_strength_that_is_not_a_finite_number_is_refused(strength):
+    with pytest.raises(ValueError, match="strength must be a finite number >= 0"):
+        GroupRule("0", GroupKind.FILTER, strength)
+
+
+def test_riders_given_as_one_string_are_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"riders must be a tuple .*riders=\('bn1',\)"):
+        GroupRule("0", GroupKind.FILTER, 0.1, riders="bn1")
+    assert GroupRule("0", GroupKind.FILTER, 0.1, riders=["bn1"]).riders == ("bn1",)
+
+
+def test_depth_on_a_single_layer_is_refused():
+    model = models.mlp((4, 3, 2))
+    with pytest.raises(ValueError, match="DEPTH groups a residual branch.*Linear, one layer"):
+        GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.DEPTH, 0.1)]))
+
+
+def test_a_nan_weight_stops_the_prox_step_with_a_clear_error():
+    from minissl.ssl import NonFiniteWeights
+
+    model = models.lenet()
+    lasso = GroupLasso(model, SSLConfig([GroupRule("0", GroupKind.FILTER, 0.1)]))
+    model[0].weight.data[3, 0, 1, 1] = np.nan
+    before = model[0].weight.data.copy()
+    with pytest.raises(NonFiniteWeights, match="layer 0: 1 of 20 FILTER groups hold NaN"):
+        lasso.after_step(0.1)
+    np.testing.assert_array_equal(model[0].weight.data, before)  # nothing half applied

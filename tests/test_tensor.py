@@ -66,7 +66,7 @@ def test_backward_on_a_constant_is_an_error():
 
 def test_dtype_rules():
     assert Tensor([1, 2, 3]).dtype == np.float32
-    assert Tensor(np.arange(3)).dtype == np.float32
+    assert Tensor(np.arange(3), dtype=np.float32).dtype == np.float32
     assert Tensor(np.ones(2, dtype=np.float64)).dtype == np.float64
     assert Tensor([1, 2], dtype=np.float64).dtype == np.float64
     x64 = Tensor(np.ones(2), requires_grad=True)
@@ -98,9 +98,21 @@ def test_tensor_refuses_what_it_would_silently_convert(data, message):
         Tensor(data)
 
 
-def test_ints_and_bools_become_float32_and_floats_keep_their_dtype():
-    assert Tensor([1, 2]).dtype == np.float32 and Tensor(np.array([True])).dtype == np.float32
+def test_python_numbers_become_float32_and_floats_keep_their_dtype():
+    assert Tensor([1, 2]).dtype == np.float32 and Tensor(3).dtype == np.float32
     assert Tensor(np.ones(2)).dtype == np.float64
+    assert Tensor(np.array([True]), dtype=np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.bool_])
+def test_integer_arrays_are_refused_unless_a_dtype_says_how(dtype):
+    """uint8 pixels straight into a float32 model were computed on 0..255, unscaled."""
+    images = np.full((2, 1, 28, 28), 200).astype(dtype)
+    with pytest.raises(TypeError, match="scale integer images first .*to_float_images"):
+        Tensor(images)
+    from minissl import models
+    with pytest.raises(TypeError, match="scale integer images first"):
+        models.lenet()(Tensor(images))
 
 
 def test_linear_refuses_a_mixed_dtype_like_conv2d():

@@ -21,8 +21,10 @@ from minissl.nn.protocol import CompactionError
 def compact(model, input_shape=None):
     """Return (small model, CompactionPlan): the compacted copy and what it kept.
 
-    The input model is not modified. For any input, small(x) equals model(x) up to float
-    rounding (tests/test_compact.py checks it on real MNIST images). The plan gives, per
+    The input model is not modified. For any finite input, small(x) equals model(x) up to
+    float rounding (tests/test_compact.py checks it on real MNIST images). A NaN or infinity
+    read only by removed weights is the exception: the sparse model multiplies it by zero
+    weights (0 * NaN is NaN), the compacted one never reads it. The plan gives, per
     layer, kept indices, weight shapes and FLOPs before and after. Raises CompactionError
     for unsupported models or a layer with nothing left.
     """

@@ -72,7 +72,8 @@ def _traced_chain(model, input_shape):
                 f"ops.relu, lies between them, or the forward branches). Compaction follows "
                 f"chains of declared layers and residual blocks: write such steps as layers "
                 f"(nn.Flatten(), nn.ReLU(), ...)")
-        if any(module is seen for _, seen in chain):
+        stateless = not module.parameters() and not module._buffers  # ReLU, pools, Flatten
+        if not stateless and any(module is seen for _, seen in chain):
             raise CompactionError(f"{kind}.forward calls layer {name} twice (shared weights); "
                                   f"compaction cannot shrink one copy for two places")
         chain.append((name, module))

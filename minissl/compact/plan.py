@@ -393,26 +393,54 @@ def _channel_plan(name, module, analysis):
                      params_after=per_channel * len(kept))
 
 
+def _first_layer(model):
+    """The layer a model's forward most likely starts with: a Sequential's first, else the
+    first declared layer among its sub-modules (checked against the traced chain later)."""
+    if model.role is Role.CONTAINER:
+        chain = static_chain(model)
+        return chain[0][1] if chain else None
+    if model.role is not None:
+        return model
+    for _, module in model.named_modules():
+        if module.role not in (None, Role.CONTAINER):
+            return module
+    return None
+
+
 def _infer_input_shape(model):
-    chain = static_chain(model) if model.role is Role.CONTAINER else []
-    shape = chain[0][1].fixed_input_shape() if chain else None
+    """(input shape, the layer it was read from) for a model whose first layer fixes it."""
+    first = _first_layer(model)
+    shape = first.fixed_input_shape() if first is not None else None
     if shape is None:
         raise CompactionError("input_shape is needed for this model, e.g. input_shape=(1, 28, 28) "
                               "for MNIST images (one sample, no batch axis)")
-    return shape
+    return shape, first
 
 
 def plan_compaction(model, input_shape=None):
     """Decide what a compacted copy of `model` keeps (see the module docstring).
 
     `input_shape` is one sample's shape without the batch axis (e.g. (1, 28, 28)); it may
-    be left out for a model that starts with a Linear layer. Returns a CompactionPlan.
+    be left out for a model that starts with a Linear layer (a Sequential, or a Module of
+    yours whose first declared layer is the first its forward calls). Returns a CompactionPlan.
     `model` is a Sequential or any Module whose forward is a chain of declared layers and
     residual blocks (chain.py). Raises CompactionError for undeclared layers, a forward that
     is not a chain, or when a layer has nothing left.
     """
-    input_shape = tuple(input_shape) if input_shape is not None else _infer_input_shape(model)
-    chain = layer_chain(model, input_shape)
+    guessed = None
+    if input_shape is None:
+        input_shape, guessed = _infer_input_shape(model)
+    input_shape = tuple(input_shape)
+    try:
+        chain = layer_chain(model, input_shape)
+    except CompactionError as error:
+        if guessed is None:
+            raise
+        raise CompactionError(f"input_shape is needed for this model (the shape {input_shape} "
+                              f"read from its first declared layer did not fit: {error})") from None
+    if guessed is not None and chain and chain[0][1] is not guessed:
+        raise CompactionError(f"input_shape is needed for this model: its forward starts with "
+                              f"layer {chain[0][0]}, not the one input_shape was read from")
     analysis = _Analysis(chain, input_shape)
     analysis.settle()
     removed = tuple(f"{name}.branch." for name in analysis.removed_blocks)

@@ -149,9 +149,15 @@ def layer_groups(layer, kind, name="", riders=()):
 def block_groups(block, name=""):
     """Return the DEPTH GroupSet of a residual branch: one group of all its parameters.
 
-    `block` is the branch itself, or a block with a `branch` (a BasicBlock), whose branch is
-    taken: the shortcut never joins the group.
+    `block` is the branch itself (a module made of layers), or a block with a `branch` (a
+    BasicBlock), whose branch is taken: the shortcut never joins the group. A single layer
+    (a Linear, a Conv2d) is refused with ValueError: as one group it would be all or nothing.
     """
+    if not hasattr(block, "branch") and not getattr(block, "_modules", None):
+        raise ValueError(f"group kind DEPTH groups a residual branch (a block with a `branch`, "
+                         f"or the branch itself); {name or 'the layer'} is a "
+                         f"{type(block).__name__}, one layer: give it filter, channel, shape or "
+                         f"neuron groups instead")
     block = getattr(block, "branch", block)
     parameters = block.parameters()
     if not parameters:

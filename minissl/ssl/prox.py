@@ -16,6 +16,10 @@ the regularizer is the last term of [SSL eq. 1].
 from minissl.backend import xp_of
 
 
+class NonFiniteWeights(FloatingPointError):
+    """A group holds NaN or infinite weights: no proximal step can make sense of it."""
+
+
 def shrink_factors(norms, threshold):
     """Return max(0, 1 - threshold / norm) per group; exactly 1 where threshold is 0.
 
@@ -34,6 +38,13 @@ def prox_group_lasso(group_set, threshold):
     `threshold` is eta * lambda * s_g (a scalar). Returns the factors it applied
     (shape: group_set.group_shape), so callers can count the groups that hit zero.
     """
-    factors = shrink_factors(group_set.norms(), threshold)
+    norms = group_set.norms()
+    xp = xp_of(norms)
+    if not bool(xp.isfinite(norms).all()):
+        bad = int((~xp.isfinite(norms)).sum())
+        raise NonFiniteWeights(f"layer {group_set.layer or '?'}: {bad} of {norms.size} "
+                               f"{group_set.kind.name} groups hold NaN or infinite weights; "
+                               f"the training diverged (try a lower learning rate)")
+    factors = shrink_factors(norms, threshold)
     group_set.scale(factors)
     return factors

@@ -13,6 +13,7 @@ order (DEPTH, FILTER, CHANNEL, SHAPE, NEURON_OUT, NEURON_IN), then in rule order
 
 import dataclasses
 import enum
+import math
 
 import numpy as np
 
@@ -41,6 +42,16 @@ class GroupRule:
     strength: float
     riders: tuple = ()
 
+    def __post_init__(self):
+        if isinstance(self.riders, str):
+            raise TypeError(f"rule for layer {self.layer!r}: riders must be a tuple of layer "
+                            f"names, got the string {self.riders!r} (write riders=({self.riders!r},))")
+        object.__setattr__(self, "riders", tuple(self.riders))
+        if not isinstance(self.strength, (int, float)) or isinstance(self.strength, bool) or (
+                not math.isfinite(self.strength)) or self.strength < 0:
+            raise ValueError(f"rule for layer {self.layer!r}: strength must be a finite number "
+                             f">= 0, got {self.strength!r}")
+
 
 @dataclasses.dataclass(frozen=True)
 class SSLConfig:
@@ -60,8 +71,6 @@ class SSLConfig:
         for rule in self.rules:
             if not isinstance(rule.kind, GroupKind):
                 raise TypeError(f"rule for layer {rule.layer!r}: kind must be a GroupKind, got {rule.kind!r}")
-            if rule.strength < 0:
-                raise ValueError(f"rule for layer {rule.layer!r}: strength must be >= 0, got {rule.strength}")
 
 
 def rules_for(model, kind, strengths, layer_type=None):

@@ -58,7 +58,10 @@ def train_epoch(model, optimizer, schedule, inputs, labels, batch_size, rng, des
                 regularizer.before_step()
             optimizer.step()
             if regularizer is not None:
-                regularizer.after_step(lr)
+                try:
+                    regularizer.after_step(lr)
+                except FloatingPointError as error:  # ssl.NonFiniteWeights
+                    raise Diverged(f"{error} (step {step} of {description}, lr {lr:g})") from error
             if schedule is not None:
                 schedule.step()
             loss_value = loss.item()
