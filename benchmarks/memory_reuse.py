@@ -25,11 +25,21 @@ import time
 SETTINGS = {"glibc default": "0", "minissl default": "1"}
 
 
-def worker(model_name, steps):
-    """Child process: time `steps` training steps after 2 warm-up steps; print JSON."""
+def worker(model_name, steps, one_thread=False):
+    """Child process: time `steps` training steps after 2 warm-up steps; print JSON.
+    `one_thread`: every allocation on the main thread (no chunk workers, one Numba and BLAS
+    thread), so that the count does not depend on which thread got which chunk."""
     import numpy as np
 
     from benchmarks.profile_step import build_model, make_step
+
+    if one_thread:
+        import numba
+
+        from minissl import workers
+
+        numba.set_num_threads(1)
+        workers.set_chunk_workers(False)
 
     rng = np.random.default_rng(0)
     inputs = rng.standard_normal((128, 3, 32, 32)).astype(np.float32)
@@ -48,10 +58,12 @@ def worker(model_name, steps):
                       "peak_mb": after.ru_maxrss / 1024}))
 
 
-def run_worker(model_name, steps, keep):
+def run_worker(model_name, steps, keep, one_thread=False):
     env = dict(os.environ, MINISSL_KEEP_FREED_MEMORY=keep)
+    if one_thread:
+        env["OPENBLAS_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "benchmarks.memory_reuse", "--worker", "--models",
-               model_name, "--steps", str(steps)]
+               model_name, "--steps", str(steps)] + (["--one-thread"] if one_thread else [])
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{model_name} worker failed:\n{done.stderr[-2000:]}")
@@ -65,6 +77,9 @@ def parse_args(argv):
                         default=["resnet20", "convnet"], help="models (default: both)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     parser.add_argument("--json", type=str, metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="every allocation on one thread (no chunk workers, one Numba and "
+                             "BLAS thread): a count that no other load on the machine changes")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -75,7 +90,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
-        worker(args.models[0], args.steps)
+        worker(args.models[0], args.steps, args.one_thread)
         return
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         print("note: MALLOC_* variables are set, so minissl leaves malloc alone in both runs")
@@ -85,7 +100,7 @@ def main(argv=None):
     for model_name in args.models:
         for setting, keep in SETTINGS.items():
             row = {"model": model_name, "setting": setting,
-                   **run_worker(model_name, args.steps, keep)}
+                   **run_worker(model_name, args.steps, keep, args.one_thread)}
             rows.append(row)
             print(f"{model_name:<10}{setting:<17}{row['faults_per_step']:>12,.0f}"
                   f"{row['system_ms_per_step']:>11.0f}{row['wall_ms_per_step']:>9.0f}"

@@ -50,11 +50,15 @@ def test_ctrl_c_inside_a_compiled_call_is_an_interrupt_too(capsys):
         cli.run(failing)
 
 
-def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
-    """A real SIGINT to `python -m demos.cifar_convnet` halfway: after the baseline row has
-    finished and the first SSL epoch has ended (past Numba's compilation: an interrupt
-    inside Numba's compiler is not ours to catch). One line, status 130, no traceback, and
-    a strict results.json that holds the finished row and says the run is incomplete."""
+@pytest.mark.parametrize("signal_name, status, said", [("SIGINT", 130, "Ctrl-C"),
+                                                        ("SIGTERM", 143, "SIGTERM")])
+def test_a_demo_interrupted_by_a_signal_keeps_its_finished_rows(tmp_path, signal_name, status,
+                                                               said):
+    """A real SIGINT (Ctrl-C) or SIGTERM (a scheduler, `timeout`) to `python -m
+    demos.cifar_convnet` halfway: after the baseline row has finished and the first SSL epoch
+    has ended (past Numba's compilation: an interrupt inside Numba's compiler is not ours to
+    catch). One line, status 130 or 143, no traceback, and a strict results.json that holds
+    the finished row and says the run is incomplete."""
     import json
     import os
     import signal
@@ -77,13 +81,15 @@ def test_a_demo_interrupted_by_sigint_keeps_its_finished_rows(tmp_path):
         if line.startswith("SSL") and "epoch  1/50" in line:
             break
     assert process.poll() is None, process.communicate()[1][-2000:]
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signal_name))
     _, err = process.communicate(timeout=300)  # a bound on a hang, not a speed
-    assert process.returncode == 130, err[-2000:]
-    assert "interrupted (Ctrl-C)" in err and "1 finished rows" in err and "Traceback" not in err
+    assert process.returncode == status, err[-2000:]
+    assert f"interrupted ({said})" in err and "1 finished rows" in err and "Traceback" not in err
+    assert f"--resume {out}" in err
     results = json.loads((out / "results.json").read_text(),
                          parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
     assert results["complete"] is False and results["interrupted"] is True
+    assert results["stopped_by"] == said
     assert [row["name"] for row in results["rows"]] == ["baseline"]
     assert [epoch["phase"] for epoch in results["history"]][:2] == ["baseline", "SSL x1"]
     assert not (out / records.LOCK_NAME).exists()  # the folder is free for the next run

@@ -86,3 +86,21 @@ def test_a_checkpoint_for_another_schedule_is_refused(tmp_path):
                                                          "this run has 7"):
         saver.load("baseline", 7)
     assert checkpoint.PhaseCheckpoints(tmp_path).load("baseline", 5) is None  # not resuming
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, no_mnist_anywhere, capsys):
+    """A full disk or a crash in the copy leaves half a file: --resume says which and what
+    to do, without a traceback."""
+    out = tmp_path / "run"
+    mnist_mlp.main(ARGS + ["--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    results["complete"] = False  # as if the run had stopped after its checkpoints
+    (out / "results.json").write_text(json.dumps(results))
+    path = out / checkpoint.FOLDER / checkpoint._file_name("baseline")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(lambda: mnist_mlp.main(["--resume", str(out)]))
+    message = str(stopped.value.code)
+    assert str(path) in message and "cannot be read" in message
+    assert "delete it to retrain that phase" in message
+    assert not (out / ".minissl-run.lock").exists()  # the folder is free again

@@ -8,7 +8,9 @@ with one line (SystemExit), never a traceback.
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -22,42 +24,61 @@ from minissl.train.records import Diverged, RunFolderError
 
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler, `timeout`, `kill`): the run stops as after Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(main):
-    """Run an experiment's main(); Ctrl-C ends it with one line and exit status 130, not a
-    traceback. What the run finished (rows, epochs) is kept: results.json is written once
-    more, with "complete": false and "interrupted": true. The output folder's lock is
-    released however the run ends.
+    """Run an experiment's main(); Ctrl-C (SIGINT) or SIGTERM ends it with one line and exit
+    status 130 or 143, not a traceback. What the run finished (rows, epochs, and each
+    phase's last checkpoint) is kept: results.json is written once more, with "complete":
+    false, "interrupted": true and the signal, and the line says how to resume. The output
+    folder's lock is released however the run ends.
     """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except BaseException as error:
-        if not _caused_by_ctrl_c(error):
+        stop = _stopped_by(error)
+        if stop is None:
             raise
+        name, status = stop
         record = records.current_record()
         kept = "nothing was written"
         if record is not None:
-            record.save(complete=False, interrupted=True)
+            record.save(complete=False, interrupted=True, stopped_by=name)
             kept = (f"{len(record.rows)} finished rows and {len(record.history)} epochs are in "
                     f"{record.path} (complete: false); continue with: python -m "
                     f"minissl.experiments {record.fields['experiment']} --resume {record.out}")
-        print(f"\ninterrupted (Ctrl-C): stopped before the end; {kept}", file=sys.stderr)
-        sys.exit(130)
+        print(f"\ninterrupted ({name}): stopped before the end; {kept}", file=sys.stderr)
+        sys.exit(status)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         record = records.current_record()
         if record is not None:
             record.close()
 
 
-def _caused_by_ctrl_c(error):
-    """True for a KeyboardInterrupt, and for an error raised because of one: Ctrl-C landing
-    inside a compiled Numba call comes back as a SystemError whose cause is the interrupt."""
+def _stopped_by(error):
+    """("Ctrl-C", 130) for a KeyboardInterrupt, ("SIGTERM", 143) for Terminated, also when
+    it caused the error (an interrupt landing inside a compiled Numba call comes back as a
+    SystemError whose cause is the interrupt); None for any other error."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
-            return True
+            return "Ctrl-C", 130
+        if isinstance(error, Terminated):
+            return "SIGTERM", 143
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def parser_for(module_doc, prog, epilog=True):

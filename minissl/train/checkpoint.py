@@ -16,6 +16,7 @@ atomically (a temporary file, then a rename).
 import json
 import os
 import re
+import zipfile
 import tempfile
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _read(path, advice=""):
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         return json.loads(str(arrays.pop("meta"))), arrays
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise CheckpointError(f"{path}: cannot be read ({error}){advice}") from error
 
 
