@@ -27,9 +27,9 @@ class SGD:
         params = list(params)
         if not params:
             raise ValueError("SGD got an empty parameter list")
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, "
-                             f"{weight_decay}")
+        if not all(math.isfinite(value) and value >= 0 for value in (lr, momentum, weight_decay)):
+            raise ValueError(f"lr, momentum and weight_decay must be finite and >= 0, got {lr}, "
+                             f"{momentum}, {weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.params = params

@@ -28,6 +28,8 @@ def compact(model, input_shape=None):
     layer, kept indices, weight shapes and FLOPs before and after. Raises CompactionError
     for unsupported models or a layer with nothing left.
     """
+    if not hasattr(model, "named_modules"):  # the protocol, not a class, says what a model is
+        raise TypeError(f"compact needs a minissl.nn Module, got {type(model).__name__}")
     plan = plan_compaction(model, input_shape)
     small = build_compacted(model, plan)
     if any(xp_of(parameter.data) is not np for parameter in model.parameters()):

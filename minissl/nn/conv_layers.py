@@ -232,8 +232,11 @@ class MaxPool2d(Channelwise):
 
     def __init__(self, kernel_size, stride=None, ceil_mode=False):
         super().__init__()
-        self.kernel_size, self.ceil_mode = kernel_size, ceil_mode
-        self.stride = kernel_size if stride is None else stride
+        stride = kernel_size if stride is None else stride
+        if not all(isinstance(value, int) and value >= 1 for value in (kernel_size, stride)):
+            raise ValueError(f"{type(self).__name__} needs a kernel size and stride that are "
+                             f"positive ints, got {kernel_size!r} and {stride!r}")
+        self.kernel_size, self.ceil_mode, self.stride = kernel_size, ceil_mode, stride
 
     def forward(self, x):
         return ops.max_pool2d(x, self.kernel_size, self.stride, self.ceil_mode)
@@ -284,6 +287,9 @@ class BatchNorm2d(Channelwise):
         super().__init__()
         if channels < 1:
             raise ValueError(f"BatchNorm2d needs a positive channel count, got {channels}")
+        if not (0 <= momentum <= 1 and eps > 0):  # NaN fails both
+            raise ValueError(f"BatchNorm2d needs momentum in [0, 1] and eps > 0, got momentum "
+                             f"{momentum}, eps {eps}")
         self.channels, self.momentum, self.eps = channels, momentum, eps
         self.weight = Parameter(np.ones(channels, dtype=dtype))
         self.bias = Parameter(np.zeros(channels, dtype=dtype))

@@ -68,7 +68,11 @@ class SSLConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "rules", tuple(self.rules))
+        if not (math.isfinite(self.min_prox_lr) and self.min_prox_lr >= 0):
+            raise ValueError(f"min_prox_lr must be finite and >= 0, got {self.min_prox_lr!r}")
         for rule in self.rules:
+            if not isinstance(rule, GroupRule):
+                raise TypeError(f"SSLConfig rules must be GroupRules, got {rule!r}")
             if not isinstance(rule.kind, GroupKind):
                 raise TypeError(f"rule for layer {rule.layer!r}: kind must be a GroupKind, got {rule.kind!r}")
 
@@ -149,7 +153,10 @@ class GroupLasso:
                 prox_group_lasso(group_set, eta * strength * self._size_scale(group_set))
 
     def zero_small_groups(self, threshold):
-        """Set every nonzero group with norm < threshold to exactly zero; return a CutReport."""
+        """Set every nonzero group with norm < threshold to exactly zero; return a CutReport.
+        Raises ValueError for a threshold that is negative or not finite."""
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"the cut's threshold must be finite and >= 0, got {threshold!r}")
         zeroed, largest = 0, 0.0
         for group_set in self.group_sets:
             norms = group_set.norms()

@@ -83,6 +83,8 @@ def predict(model, inputs):
     """Predicted classes (N,) int64 for `inputs` (N, ...), in batches, in eval mode, without
     a graph. The model is left in eval mode."""
     model.eval()
+    if len(inputs) == 0:
+        return np.zeros(0, dtype=np.int64)
     predictions = []
     with no_grad():
         for start in range(0, len(inputs), EVAL_BATCH):
@@ -92,5 +94,9 @@ def predict(model, inputs):
 
 
 def error_rate(model, inputs, labels):
-    """The fraction of `inputs` (N, ...) whose predicted class is not `labels` (N,)."""
-    return float((predict(model, inputs) != labels).mean())
+    """The fraction of `inputs` (N, ...) whose predicted class is not `labels` (N,).
+    Raises ValueError when the two differ in length or are empty."""
+    if len(inputs) != len(labels) or len(inputs) == 0:
+        raise ValueError(f"error_rate needs as many labels as inputs, at least one: got "
+                         f"{len(inputs)} inputs and {len(labels)} labels")
+    return float((predict(model, inputs) != np.asarray(labels)).mean())

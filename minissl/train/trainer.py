@@ -43,6 +43,10 @@ class Trainer:
     def __init__(self, split, sgd=SGDConfig(), data=DataSchedule(), record=None, verbose=True):
         if len(split) != 4:
             raise ValueError("split must be (x_train, y_train, x_test, y_test)")
+        for inputs, labels, part in ((split[0], split[1], "training"), (split[2], split[3], "test")):
+            if len(inputs) != len(labels) or len(inputs) == 0:
+                raise ValueError(f"the {part} set needs as many labels as inputs, at least one: "
+                                 f"got {len(inputs)} inputs and {len(labels)} labels")
         self.split, self.sgd, self.data = tuple(split), sgd, data
         self.record, self.verbose = record, verbose
 
