@@ -32,8 +32,6 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 --epochs 130 --ssl-epochs 130 --finetune-epochs 10 follows it.
 """
 
-import sys
-
 from minissl import augment, models, plots, ssl, to_numpy, train
 from minissl.experiments import cli
 from minissl.ssl import GroupKind, GroupRule
@@ -147,24 +145,16 @@ def print_table(rows):
 
 
 def main(argv=None):
-    argv = cli.resumed_argv(sys.argv[1:] if argv is None else list(argv), "cifar_convnet")
-    args = parse_args(argv)
-    record = cli.start_run(args.out, "cifar_convnet", argv, args.resume is not None,
-                           args.force, args.backend)
+    begun = cli.begin("cifar_convnet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
     start = {"weights": cli.baseline_weights(args.ssl_from_baseline)}  # read before training
     split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
                                         args.quick, (QUICK_TRAIN, QUICK_TEST))
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
-    epochs = cli.epoch_counts({name: getattr(args, name) for name in EPOCHS}, 50000, EPOCHS,
-                              QUICK_EPOCHS, args.quick, full_size=50000)
-    record.set(dataset=facts, paper_rows=PAPER_ROWS, **epochs,
-               **{name: getattr(args, name) for name in cli.SCHEDULE_FLAGS})
-    trainer = train.Trainer(split, train.SGDConfig(args.lr, args.momentum, args.weight_decay),
-                            train.DataSchedule(args.batch_size, args.seed,
-                                               augment.AUGMENTATIONS[args.augment]), record)
-    timing = train.TimingConfig(min_seconds=args.timing_seconds)
-    schedule = cli.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"],
-                                args.finetune_lr, args.cut, args.ssl_phases_from)
+    epochs = begun.epochs(50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
+    trainer = begun.trainer(split, augment.AUGMENTATIONS[args.augment])
+    schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
     if not args.no_baseline:
         def baseline_row():
             model = cli.model_from(models.cifar_convnet, args.seed)

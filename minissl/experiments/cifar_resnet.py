@@ -29,8 +29,6 @@ He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epo
 --ssl-epochs 164 --finetune-epochs 20 follows it.
 """
 
-import sys
-
 import numpy as np
 
 from minissl import augment, models, nn, plots, ssl, to_numpy, train
@@ -160,21 +158,14 @@ def depth_rules(model, depth_lambda):
 
 
 def main(argv=None):
-    argv = cli.resumed_argv(sys.argv[1:] if argv is None else list(argv), "cifar_resnet")
-    args = parse_args(argv)
-    record = cli.start_run(args.out, "cifar_resnet", argv, args.resume is not None,
-                           args.force, args.backend)
+    begun = cli.begin("cifar_resnet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
     split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
                                         args.quick, (QUICK_TRAIN, QUICK_TEST))
+    record.set(dataset=facts, depth=args.depth, paper_points=PAPER_POINTS)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
-    epochs = cli.epoch_counts({name: getattr(args, name) for name in EPOCHS}, 50000, EPOCHS,
-                              QUICK_EPOCHS, args.quick, full_size=50000)
-    record.set(dataset=facts, depth=args.depth, paper_points=PAPER_POINTS, **epochs,
-               **{name: getattr(args, name) for name in cli.SCHEDULE_FLAGS})
-    trainer = train.Trainer(split, train.SGDConfig(args.lr, args.momentum, args.weight_decay),
-                            train.DataSchedule(args.batch_size, args.seed,
-                                               augment.random_crop_flip), record)
-    timing = train.TimingConfig(min_seconds=args.timing_seconds)
+    epochs = begun.epochs(50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
+    trainer = begun.trainer(split, augment.random_crop_flip)
 
     def build(seed):
         return models.resnet_cifar(args.depth, seed=seed)
@@ -188,9 +179,8 @@ def main(argv=None):
         model = cli.model_from(build, args.seed)
         rules = depth_rules(model, args.depth_lambda)
         lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
-        outcome = trainer.ssl(model, lasso, "SSL-ResNet", cli.ssl_schedule(
-            epochs["ssl_epochs"], epochs["finetune_epochs"], args.finetune_lr, args.cut,
-            args.ssl_phases_from), describe_depth)
+        outcome = trainer.ssl(model, lasso, "SSL-ResNet", begun.ssl_schedule(
+            epochs["ssl_epochs"], epochs["finetune_epochs"]), describe_depth)
         row = result_row("SSL-ResNet", model, trainer, timing, rules, outcome.cut)
         return {**row, "name": f"SSL-ResNet-{row['layers']}"}
 

@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from minissl import augment, cifar, data, set_backend
-from minissl.train import SSLSchedule, TimingConfig, records
+from minissl.train import DataSchedule, SGDConfig, SSLSchedule, TimingConfig, Trainer, records
 from minissl.train.checkpoint import CheckpointError, finished_weights
 from minissl.train.records import Diverged, RunFolderError
 
@@ -416,6 +417,46 @@ def epoch_counts(given, n_train, defaults, quick_defaults, quick=False, full_siz
 
 
 SCHEDULE_FLAGS = ("lr", "momentum", "weight_decay", "batch_size", "seed", "finetune_lr")
+
+
+@dataclass
+class Start:
+    """What every experiment begins with, from its command line: the parsed flags (`args`,
+    read by the recipe itself), the run's record, and the engine's configs they give."""
+    args: argparse.Namespace
+    record: records.RunRecord
+    sgd: SGDConfig
+    timing: TimingConfig
+
+    def epochs(self, n_train, defaults, quick_defaults, full_size=60000):
+        """The run's epoch counts (epoch_counts of the flags named in `defaults`), recorded
+        in results.json with the schedule's other flags."""
+        counts = epoch_counts({name: getattr(self.args, name) for name in defaults}, n_train,
+                              defaults, quick_defaults, self.args.quick, full_size)
+        self.record.set(**counts, **{name: getattr(self.args, name, None)
+                                     for name in SCHEDULE_FLAGS})
+        return counts
+
+    def trainer(self, split, augment=None):
+        """A Trainer on `split` with the flags' optimizer and batches, recording this run."""
+        return Trainer(split, self.sgd, DataSchedule(self.args.batch_size, self.args.seed,
+                                                     augment), self.record)
+
+    def ssl_schedule(self, epochs, finetune_epochs):
+        """The SSLSchedule of the SSL flags (--finetune-lr, --cut, --ssl-phases-from)."""
+        return ssl_schedule(epochs, finetune_epochs, self.args.finetune_lr, self.args.cut,
+                            self.args.ssl_phases_from)
+
+
+def begin(experiment, parse_args, argv=None):
+    """Start an experiment: its command line (or, with `--resume DIR` alone, the one that run
+    was started with) through `parse_args`, then start_run; returns a Start."""
+    argv = resumed_argv(sys.argv[1:] if argv is None else list(argv), experiment)
+    args = parse_args(argv)
+    record = start_run(args.out, experiment, argv, args.resume is not None, args.force,
+                       args.backend)
+    return Start(args, record, SGDConfig(args.lr, args.momentum, args.weight_decay),
+                 TimingConfig(min_seconds=args.timing_seconds))
 
 
 def model_from(build, seed, weights=None):

@@ -24,7 +24,6 @@ Writes <out>/results.json and <out>/sparsity.png (conv1's filters, conv2's nonze
 the speedups, per row).
 """
 
-import sys
 from dataclasses import replace
 
 from minissl import models, plots, ssl, to_numpy, train
@@ -167,19 +166,13 @@ def print_table(rows):
 
 
 def main(argv=None):
-    argv = cli.resumed_argv(sys.argv[1:] if argv is None else list(argv), "mnist_lenet")
-    args = parse_args(argv)
-    record = cli.start_run(args.out, "mnist_lenet", argv, args.resume is not None, args.force,
-                           args.backend)
+    begun = cli.begin("mnist_lenet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
     start = {"weights": cli.baseline_weights(args.ssl_from_baseline)}  # read before training
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline), INPUT_SHAPE)
-    epochs = cli.epoch_counts({name: getattr(args, name) for name in EPOCHS}, len(split[1]),
-                              EPOCHS, QUICK_EPOCHS, args.quick)
-    record.set(dataset=facts, **{name: getattr(args, name) for name in cli.SCHEDULE_FLAGS},
-               **epochs)
-    trainer = train.Trainer(split, train.SGDConfig(args.lr, args.momentum, args.weight_decay),
-                            train.DataSchedule(args.batch_size, args.seed), record)
-    timing = train.TimingConfig(min_seconds=args.timing_seconds)
+    record.set(dataset=facts)
+    epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
+    trainer = begun.trainer(split)
     if not args.no_baseline:
         def baseline_row():
             model = cli.model_from(models.lenet, args.seed)
@@ -195,8 +188,7 @@ def main(argv=None):
     for row in args.rows:
         name = f"SSL {row} ({ROWS[row][0]})"
         lambdas = getattr(args, ROWS[row][1])
-        schedule = cli.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"],
-                                    args.finetune_lr, args.cut, args.ssl_phases_from)
+        schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
 
         def ssl_row():
             model = cli.model_from(models.lenet, args.seed,

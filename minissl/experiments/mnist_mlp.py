@@ -18,8 +18,6 @@ machine and 390 s with tests running beside it on the full MNIST, 308 s on the b
 8,000-image sample; --quick took 146 s on the full MNIST and 96 s on the sample.
 """
 
-import sys
-
 import numpy as np
 
 from minissl import compact, models, plots, ssl, to_numpy, train
@@ -144,21 +142,13 @@ def print_table(rows):
 
 
 def main(argv=None):
-    argv = cli.resumed_argv(sys.argv[1:] if argv is None else list(argv), "mnist_mlp")
-    args = parse_args(argv)
-    record = cli.start_run(args.out, "mnist_mlp", argv, args.resume is not None, args.force,
-                           args.backend)
+    start = cli.begin("mnist_mlp", parse_args, argv)
+    args, record, timing = start.args, start.record, start.timing
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline))
-    epochs = cli.epoch_counts({name: getattr(args, name) for name in EPOCHS}, len(split[1]),
-                              EPOCHS, QUICK_EPOCHS, args.quick)
-    record.set(dataset=facts, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-               momentum=args.momentum, weight_decay=args.weight_decay,
-               finetune_lr=args.finetune_lr, **epochs)
-    trainer = train.Trainer(split, train.SGDConfig(args.lr, args.momentum, args.weight_decay),
-                            train.DataSchedule(args.batch_size, args.seed), record)
-    schedule = cli.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"],
-                                args.finetune_lr, args.cut, args.ssl_phases_from)
-    timing = train.TimingConfig(min_seconds=args.timing_seconds)
+    record.set(dataset=facts)
+    epochs = start.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
+    trainer = start.trainer(split)
+    schedule = start.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
     if not args.no_baseline:
         cli.train_row(record, "baseline", lambda: baseline_row(trainer, epochs["epochs"]))
     for index, lambdas in enumerate(args.lambdas, start=1):
