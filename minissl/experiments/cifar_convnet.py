@@ -33,7 +33,7 @@ much longer (cifar10_full: 60,000 + 5,000 iterations at batch 100, about 130 epo
 """
 
 from minissl import augment, models, plots, ssl, to_numpy, train
-from minissl.experiments import cli
+from minissl.experiments import cli, flags
 from minissl.ssl import GroupKind, GroupRule
 from minissl.train.report import (cut_summary, flagged_note, layer_speed_fields, row_speeds,
                                   rules_summary, speed_text)
@@ -57,8 +57,8 @@ QUICK_TRAIN, QUICK_TEST = 10000, 2000
 
 
 def parse_args(argv):
-    parser = cli.parser_for(__doc__, "python -m demos.cifar_convnet")
-    cli.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.01, weight_decay=5e-4,
+    parser = flags.parser_for(__doc__, "python -m demos.cifar_convnet")
+    flags.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.01, weight_decay=5e-4,
                                batch_size=128, out="runs/cifar_convnet", dataset="cifar10")
     parser.add_argument("--augment", choices=sorted(augment.AUGMENTATIONS), default="crop-flip",
                         help="training augmentation: random crops from a 4-pixel pad and flips "
@@ -72,12 +72,12 @@ def parse_args(argv):
                            metavar=("CONV1", "CONV2", "CONV3"),
                            help=f"{kind[:-1]} ({'filter' if kind == 'rows' else 'shape'}) group "
                                 f"lambdas of conv1-conv3 (default {' '.join(map(str, defaults))})")
-    cli.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
+    flags.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                    finetune_lr=0.002)
-    cli.add_start_from_baseline_argument(group)
+    flags.add_start_from_baseline_argument(group)
     args = parser.parse_args(argv)
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
-    cli.check_ssl_flags(parser, vars(args), lambdas)
+    flags.check_ssl_flags(parser, vars(args), lambdas)
     if args.synthetic is not None and args.synthetic < 20:
         parser.error("--synthetic needs at least 20 images")
     return args
@@ -176,13 +176,10 @@ def main(argv=None):
             outcome = trainer.ssl(model, lasso, name, schedule, describe_structure)
             return result_row(name, model, trainer, timing, rules, outcome.cut)
         cli.train_row(record, name, ssl_row)
-    rows = cli.trained_rows(record.rows)
-    figure = None
-    if rows:
-        print_table(rows)
-        # the weights (conv1, weights2) go into the figure; results.json keeps the numbers
-        figure = plots.cifar_filters_figure(rows, args.out / "filters.png")
-    cli.write_results(record, facts, figure, paper_rows=PAPER_ROWS)
+    # the weights (conv1, weights2) go into the figure; results.json keeps the numbers
+    cli.finish(record, facts, print_table,
+               lambda rows: plots.cifar_filters_figure(rows, args.out / "filters.png"),
+               paper_rows=PAPER_ROWS)
 
 
 if __name__ == "__main__":

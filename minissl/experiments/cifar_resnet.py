@@ -32,7 +32,7 @@ He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epo
 import numpy as np
 
 from minissl import augment, models, nn, plots, ssl, to_numpy, train
-from minissl.experiments import cli
+from minissl.experiments import cli, flags
 from minissl.ssl import GroupKind, GroupRule
 from minissl.train.report import cut_summary, flagged_note, rules_summary, speed_text
 
@@ -63,8 +63,8 @@ DEFAULT_PROX_LR_FLOOR = 0.01
 
 
 def parse_args(argv):
-    parser = cli.parser_for(__doc__, "python -m demos.cifar_resnet")
-    cli.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.1, weight_decay=1e-4,
+    parser = flags.parser_for(__doc__, "python -m demos.cifar_resnet")
+    flags.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.1, weight_decay=1e-4,
                                batch_size=128, out="runs/cifar_resnet", dataset="cifar10")
     parser.add_argument("--depth", type=int, default=20,
                         help="ResNet depth 6n + 2: 20 (default), 32, 44, 56, ...")
@@ -72,10 +72,10 @@ def parse_args(argv):
     group.add_argument("--depth-lambda", type=float, default=DEFAULT_DEPTH_LAMBDA,
                        help=f"lambda of every residual branch's group (default "
                             f"{DEFAULT_DEPTH_LAMBDA}; 0: baseline only)")
-    cli.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
+    flags.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                    finetune_lr=0.01, prox_lr_floor=DEFAULT_PROX_LR_FLOOR)
     args = parser.parse_args(argv)
-    cli.check_ssl_flags(parser, vars(args), [args.depth_lambda])
+    flags.check_ssl_flags(parser, vars(args), [args.depth_lambda])
     if args.depth < 8 or (args.depth - 2) % 6:
         parser.error(f"--depth must be 6n + 2 (20, 32, 44, ...), got {args.depth}")
     if args.synthetic is not None and args.synthetic < 20:
@@ -188,12 +188,9 @@ def main(argv=None):
         cli.train_row(record, f"ResNet-{args.depth}", baseline_row)
     if args.depth_lambda > 0:
         cli.train_row(record, "SSL-ResNet", ssl_row)
-    rows = cli.trained_rows(record.rows)
-    figure = None
-    if rows:
-        print_table(rows, args.depth)
-        figure = plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png")
-    cli.write_results(record, facts, figure, depth=args.depth, paper_points=PAPER_POINTS)
+    cli.finish(record, facts, lambda rows: print_table(rows, args.depth),
+               lambda rows: plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png"),
+               depth=args.depth, paper_points=PAPER_POINTS)
 
 
 if __name__ == "__main__":

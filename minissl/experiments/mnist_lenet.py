@@ -27,7 +27,7 @@ the speedups, per row).
 from dataclasses import replace
 
 from minissl import models, plots, ssl, to_numpy, train
-from minissl.experiments import cli
+from minissl.experiments import cli, flags
 from minissl.ssl import GroupKind, GroupRule
 from minissl.train.report import (cut_summary, flagged_note, layer_speed_fields, row_speeds,
                                   rules_summary, speed_text)
@@ -62,8 +62,8 @@ CONV_LAYERS = ("0", "2")
 
 
 def parse_args(argv):
-    parser = cli.parser_for(__doc__, "python -m demos.mnist_lenet", epilog=False)
-    cli.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.05, weight_decay=5e-4,
+    parser = flags.parser_for(__doc__, "python -m demos.mnist_lenet", epilog=False)
+    flags.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.05, weight_decay=5e-4,
                                batch_size=100, out="runs/mnist_lenet")
     group = parser.add_argument_group("structured sparsity (SSL rows)")
     group.add_argument("--rows", nargs="*", choices=list(ROWS), default=list(ROWS),
@@ -75,7 +75,7 @@ def parse_args(argv):
                            default=lambdas, metavar=names,
                            help=f"the {row} row's lambdas: {', '.join(names).lower()} "
                                 f"(default {' '.join(map(str, lambdas))})")
-    cli.add_ssl_schedule_arguments(group, "6, scaled like --epochs; the shapes-strong row has "
+    flags.add_ssl_schedule_arguments(group, "6, scaled like --epochs; the shapes-strong row has "
                                           "its own, --strong-shape-ssl-epochs",
                                    "4, scaled like --epochs", finetune_lr=0.02)
     for row, flag, key in (("shapes", "shape-cut", "cut"), ("shapes-strong", "strong-shape-cut", "cut"),
@@ -86,7 +86,7 @@ def parse_args(argv):
     group.add_argument("--strong-shape-ssl-epochs", type=int, default=None, metavar="N",
                        help="the shapes-strong row's prox epochs, in place of --ssl-epochs "
                             f"(default {EPOCHS['strong_shape_ssl_epochs']}, scaled like --epochs)")
-    cli.add_start_from_baseline_argument(group)
+    flags.add_start_from_baseline_argument(group)
     group.add_argument("--ssl-from-scratch", action="store_true",
                        help="train each SSL row from freshly initialized weights instead of "
                             "from this run's trained baseline (the default; without a "
@@ -98,8 +98,8 @@ def parse_args(argv):
         args.ssl_from_baseline = ""  # the default: start from this run's baseline
     lambdas = [*args.filter_lambda, *args.strong_filter_lambda, *args.shape_lambda,
                *args.strong_shape_lambda]
-    cli.check_ssl_flags(parser, vars(args), lambdas)
-    cli.check_flags(parser, vars(args), positive=["strong_shape_finetune_lr",
+    flags.check_ssl_flags(parser, vars(args), lambdas)
+    flags.check_flags(parser, vars(args), positive=["strong_shape_finetune_lr",
                                                   "strong_shape_ssl_epochs"],
                     non_negative=["shape_cut", "strong_shape_cut"])
     return args
@@ -199,12 +199,8 @@ def main(argv=None):
                                   describe_structure)
             return result_row(name, model, trainer, timing, rules, outcome.cut)
         cli.train_row(record, name, ssl_row)
-    rows = cli.trained_rows(record.rows)
-    figure = None
-    if rows:
-        print_table(rows)
-        figure = plots.conv_sparsity_figure(rows, args.out / "sparsity.png")
-    cli.write_results(record, facts, figure)
+    cli.finish(record, facts, print_table,
+               lambda rows: plots.conv_sparsity_figure(rows, args.out / "sparsity.png"))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ machine and 390 s with tests running beside it on the full MNIST, 308 s on the b
 import numpy as np
 
 from minissl import compact, models, plots, ssl, to_numpy, train
-from minissl.experiments import cli
+from minissl.experiments import cli, flags
 from minissl.ssl import GroupKind
 from minissl.train.report import cut_summary, flagged_note, speed_text
 
@@ -40,8 +40,8 @@ QUICK_EPOCHS = {"epochs": 3, "ssl_epochs": 8, "finetune_epochs": 2}
 
 
 def parse_args(argv):
-    parser = cli.parser_for(__doc__, "python -m demos.mnist_mlp")
-    cli.add_training_arguments(parser, epochs=20, lr=0.1, weight_decay=1e-4, batch_size=100,
+    parser = flags.parser_for(__doc__, "python -m demos.mnist_mlp")
+    flags.add_training_arguments(parser, epochs=20, lr=0.1, weight_decay=1e-4, batch_size=100,
                                out="runs/mnist_mlp")
     group = parser.add_argument_group("structured sparsity (SSL rows)")
     group.add_argument("--lambda", dest="lambdas", type=float, nargs=3, action="append",
@@ -50,11 +50,11 @@ def parse_args(argv):
                             f"more rows (default: {DEFAULT_LAMBDAS[0]} and {DEFAULT_LAMBDAS[1]})")
     group.add_argument("--mode", choices=[mode.value for mode in ssl.Mode], default="proximal",
                        help="proximal step (exact zeros, default) or the paper's subgradient")
-    cli.add_ssl_schedule_arguments(group, "20, scaled like --epochs", "10, scaled like --epochs",
+    flags.add_ssl_schedule_arguments(group, "20, scaled like --epochs", "10, scaled like --epochs",
                                    finetune_lr=0.05)
     args = parser.parse_args(argv)
     args.lambdas = args.lambdas or DEFAULT_LAMBDAS
-    cli.check_ssl_flags(parser, vars(args), [value for row in args.lambdas for value in row])
+    flags.check_ssl_flags(parser, vars(args), [value for row in args.lambdas for value in row])
     return args
 
 
@@ -154,12 +154,8 @@ def main(argv=None):
     for index, lambdas in enumerate(args.lambdas, start=1):
         cli.train_row(record, f"SSL {index}", lambda: ssl_row(
             trainer, schedule, timing, index, lambdas, args.mode, args.prox_lr_floor))
-    rows = cli.trained_rows(record.rows)
-    figure = None
-    if rows:
-        print_table(rows)
-        figure = plots.mlp_sparsity_figure(rows, args.out / "sparsity.png")
-    cli.write_results(record, facts, figure)
+    cli.finish(record, facts, print_table,
+               lambda rows: plots.mlp_sparsity_figure(rows, args.out / "sparsity.png"))
 
 
 if __name__ == "__main__":
