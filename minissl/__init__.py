@@ -24,8 +24,8 @@ _NAMES = {
     "save": "minissl.serialize", "load": "minissl.serialize",
 }
 _SUBMODULES = ("augment", "backend", "cifar", "compact", "data", "finite_differences",
-               "models", "nn", "ops", "optim", "plots", "process", "serialize", "ssl", "timing",
-               "train")
+               "models", "nn", "onnx", "ops", "optim", "plots", "process", "serialize", "ssl",
+               "timing", "train")
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES)
 

@@ -1,4 +1,5 @@
-"""Shared fixtures (a local RNG, an environment with no MNIST anywhere) and the hypothesis profile."""
+"""Shared fixtures (a local RNG, an environment with no MNIST anywhere, real images per input
+shape) and the hypothesis profile."""
 
 import os
 
@@ -35,3 +36,17 @@ def cpu_backend(request):
     minissl.set_backend(request.param)
     yield request.param
     minissl.set_backend(previous)
+
+
+@pytest.fixture(scope="session")
+def images():
+    """Real images per input shape: MNIST test digits (bundled sample) and CIFAR-10 test
+    images ($MINISSL_DATA; None when CIFAR-10 is not on this machine)."""
+    from minissl import cifar, data
+
+    digits = data.to_float_images(data.mnist_sample().test_images[:64])
+    try:
+        colour = cifar.cifar10(None, download=False).test_images[:64].astype(np.float32) / 255
+    except data.DataError:
+        colour = None
+    return {(784,): digits, (1, 28, 28): digits.reshape(-1, 1, 28, 28), (3, 32, 32): colour}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import minissl
-from minissl import Tensor, compact, data, models, nn, no_grad, serialize
+from minissl import Tensor, compact, models, nn, no_grad, serialize
 from minissl.compact import CompactionPlan
 
 
@@ -75,18 +75,6 @@ def every_layer_kind():
 
 FAMILIES = {"mlp": sparse_mlp, "lenet": sparse_lenet, "convnet": sparse_convnet,
             "resnet": sparse_resnet}
-
-
-@pytest.fixture(scope="module")
-def images():
-    """Real images per input shape: MNIST test digits (bundled sample) and CIFAR-10 test
-    images ($MINISSL_DATA; None when CIFAR-10 is not on this machine)."""
-    digits = data.to_float_images(data.mnist_sample().test_images[:64])
-    try:
-        cifar = minissl.cifar.cifar10(None, download=False).test_images[:64].astype(np.float32) / 255
-    except data.DataError:
-        cifar = None
-    return {(784,): digits, (1, 28, 28): digits.reshape(-1, 1, 28, 28), (3, 32, 32): cifar}
 
 
 def family_inputs(images, shape):
