@@ -196,3 +196,218 @@ def export(model, path, input_shape):
         partial.unlink(missing_ok=True)
         raise
     return path
+
+
+# ---- import: an ONNX graph of the same operator set -> minissl layers --------------------
+
+IMPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "AveragePool",
+                "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Identity",
+                "Dropout")
+
+
+class OnnxImportError(ValueError):
+    """An ONNX graph minissl cannot build: another operator, or a form it does not take."""
+
+
+def load(path):
+    """A minissl model (a Sequential, in eval mode) of the ONNX graph at `path`: a chain of
+    Conv, Gemm (or MatMul + Add), Relu, MaxPool, AveragePool, GlobalAveragePool,
+    BatchNormalization, Flatten or Reshape to (batch, -1), and residual blocks (two paths from
+    one tensor joined by Add, then Relu) as BasicBlocks; Identity and Dropout are dropped.
+    The parameters are Parameters, so the model trains, takes SSL groups and compacts like
+    any other. Raises OnnxImportError naming the node and its operator when the graph holds
+    anything else."""
+    onnx = _onnx()
+    model = onnx.load(str(path))
+    return _Importer(onnx, model.graph).build()
+
+
+class _Importer:
+    def __init__(self, onnx, graph):
+        self.onnx = onnx
+        self.arrays = {tensor.name: onnx.numpy_helper.to_array(tensor)
+                       for tensor in graph.initializer}
+        inputs = [value.name for value in graph.input if value.name not in self.arrays]
+        if len(inputs) != 1 or len(graph.output) != 1:
+            raise OnnxImportError(f"the graph must have one input and one output, has "
+                                  f"{len(inputs)} and {len(graph.output)}")
+        self.input, self.output = inputs[0], graph.output[0].name
+        self.nodes = list(graph.node)
+        for node in self.nodes:
+            if node.op_type not in IMPORTED_OPS:
+                raise OnnxImportError(f"node {node.name or node.output[0]!r} is a "
+                                      f"{node.op_type}, which minissl does not import (it "
+                                      f"takes {', '.join(IMPORTED_OPS)})")
+        self.consumers = {}
+        for node in self.nodes:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def attribute(self, node, name, default=None):
+        for attribute in node.attribute:
+            if attribute.name == name:
+                return self.onnx.helper.get_attribute_value(attribute)
+        return default
+
+    def constant(self, node, index):
+        name = node.input[index]
+        if name not in self.arrays:
+            raise OnnxImportError(f"node {node.name or node.output[0]!r} ({node.op_type}): "
+                                  f"input {name!r} must be a constant (an initializer)")
+        return self.arrays[name]
+
+    def build(self):
+        from minissl import nn
+
+        layers, last = self.chain(self.input, self.output)
+        if last != self.output:
+            raise OnnxImportError(f"the graph does not end in its output {self.output!r}")
+        return nn.Sequential(*layers).eval()
+
+    def next_nodes(self, tensor):
+        return [node for node in self.consumers.get(tensor, [])]
+
+    def chain(self, tensor, stop):
+        """Layers from `tensor` until `stop` (or a join): (layers, the tensor reached)."""
+        layers = []
+        while tensor != stop:
+            following = self.next_nodes(tensor)
+            if not following:
+                break
+            if len(following) == 2:  # a fork: a residual block
+                block, tensor = self.block(tensor, following)
+                layers.append(block)
+                continue
+            node = following[0]
+            if node.op_type == "Add" and self.is_join(node):
+                break
+            layer, tensor = self.layer(node)
+            if layer is not None:
+                layers.append(layer)
+        return layers, tensor
+
+    def is_join(self, node):
+        return all(name not in self.arrays for name in node.input)
+
+    def block(self, tensor, following):
+        from minissl import nn
+
+        paths = [self.path_to_join(node, tensor) for node in following]
+        joins = {join.output[0] for _, join in paths}
+        if len(joins) != 1:
+            raise OnnxImportError(f"tensor {tensor!r} feeds two paths that do not meet in one Add")
+        (first, join), (second, _) = paths
+        branch, shortcut = (first, second) if len(first) >= len(second) else (second, first)
+        relu = self.next_nodes(join.output[0])
+        if len(relu) != 1 or relu[0].op_type != "Relu":
+            raise OnnxImportError(f"the residual Add {join.name or join.output[0]!r} must be "
+                                  f"followed by Relu (a BasicBlock's relu(branch + shortcut))")
+        block = nn.BasicBlock.from_parts(nn.Sequential(*branch),
+                                         nn.Sequential(*shortcut) if shortcut else None)
+        return block, relu[0].output[0]
+
+    def path_to_join(self, node, tensor):
+        """The layers from `node` (a consumer of `tensor`) to the Add that joins, and the Add."""
+        layers = []
+        while not (node.op_type == "Add" and self.is_join(node)):
+            layer, tensor = self.layer(node)
+            if layer is not None:
+                layers.append(layer)
+            following = self.next_nodes(tensor)
+            if len(following) != 1:
+                raise OnnxImportError(f"a path inside a residual block forks at {tensor!r}")
+            node = following[0]
+        return layers, node
+
+    def layer(self, node):
+        """(a minissl layer or None, the node's output) of one node (MatMul takes its Add)."""
+        from minissl import nn
+
+        op, out, where = node.op_type, node.output[0], f"node {node.name or node.output[0]!r}"
+        if op in ("Identity", "Dropout"):
+            return None, out
+        if op == "Relu":
+            return nn.ReLU(), out
+        if op == "Conv":
+            return self.conv(node, where), out
+        if op in ("Gemm", "MatMul"):
+            return self.linear(node, where)
+        if op == "BatchNormalization":
+            scale, shift, mean, var = (self.constant(node, index) for index in range(1, 5))
+            layer = nn.BatchNorm2d(len(scale), eps=float(self.attribute(node, "epsilon", 1e-5)),
+                                   dtype=scale.dtype)
+            layer.load_state_dict({"weight": scale, "bias": shift, "running_mean": mean,
+                                   "running_var": var})
+            return layer, out
+        if op in ("MaxPool", "AveragePool"):
+            return self.pool(node, where), out
+        if op == "GlobalAveragePool":
+            following = self.next_nodes(out)
+            if len(following) == 1 and following[0].op_type in ("Flatten", "Reshape"):
+                return nn.GlobalAvgPool2d(), following[0].output[0]
+            raise OnnxImportError(f"{where}: GlobalAveragePool must be followed by Flatten")
+        if op in ("Flatten", "Reshape"):
+            if op == "Flatten" and self.attribute(node, "axis", 1) != 1:
+                raise OnnxImportError(f"{where}: Flatten must keep axis 0 (axis=1)")
+            if op == "Reshape":
+                shape = self.constant(node, 1)
+                if len(shape) != 2 or shape[0] not in (0, -1) and shape[1] != -1:
+                    raise OnnxImportError(f"{where}: Reshape must flatten to (batch, -1), got "
+                                          f"{shape.tolist()}")
+            return nn.Flatten(), out
+        raise OnnxImportError(f"{where}: {op} where minissl does not take it (a residual Add "
+                              f"must join two paths from one tensor)")
+
+    def conv(self, node, where):
+        from minissl import nn
+
+        weight = self.constant(node, 1)
+        bias = self.constant(node, 2) if len(node.input) > 2 and node.input[2] else None
+        strides = list(self.attribute(node, "strides", [1, 1]))
+        pads = list(self.attribute(node, "pads", [0, 0, 0, 0]))
+        if (self.attribute(node, "group", 1) != 1 or list(self.attribute(node, "dilations", [1, 1]))
+                != [1, 1] or len(set(strides)) != 1 or len(set(pads)) != 1):
+            raise OnnxImportError(f"{where}: Conv must have one group, no dilation and the same "
+                                  f"stride and padding on every side")
+        layer = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), strides[0],
+                          pads[0], bias=bias is not None, dtype=weight.dtype)
+        layer.load_state_dict({"weight": weight, **({"bias": bias} if bias is not None else {})})
+        return layer
+
+    def linear(self, node, where):
+        from minissl import nn
+
+        weight, out = self.constant(node, 1), node.output[0]
+        bias = None
+        if node.op_type == "Gemm":
+            if self.attribute(node, "transA", 0) or self.attribute(node, "alpha", 1.0) != 1.0 or \
+                    self.attribute(node, "beta", 1.0) != 1.0:
+                raise OnnxImportError(f"{where}: Gemm must have transA 0, alpha 1 and beta 1")
+            weight = weight if self.attribute(node, "transB", 0) else weight.T
+            if len(node.input) > 2 and node.input[2]:
+                bias = self.constant(node, 2)
+        else:  # MatMul(x, W) with W (in, out), then Add(bias)
+            weight = weight.T
+            following = self.next_nodes(out)
+            if len(following) == 1 and following[0].op_type == "Add" and not self.is_join(
+                    following[0]):
+                add = following[0]
+                bias = self.arrays[next(name for name in add.input if name in self.arrays)]
+                out = add.output[0]
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                          dtype=weight.dtype)
+        layer.load_state_dict({"weight": np.ascontiguousarray(weight),
+                               **({"bias": bias.reshape(-1)} if bias is not None else {})})
+        return layer, out
+
+    def pool(self, node, where):
+        from minissl import nn
+
+        kernel = list(self.attribute(node, "kernel_shape"))
+        strides = list(self.attribute(node, "strides", kernel))
+        pads = list(self.attribute(node, "pads", [0, 0, 0, 0]))
+        if len(set(kernel)) != 1 or len(set(strides)) != 1 or any(pads):
+            raise OnnxImportError(f"{where}: {node.op_type} must have a square window, one "
+                                  f"stride and no padding")
+        kind = nn.MaxPool2d if node.op_type == "MaxPool" else nn.AvgPool2d
+        return kind(int(kernel[0]), int(strides[0]), bool(self.attribute(node, "ceil_mode", 0)))
