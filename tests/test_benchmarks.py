@@ -156,3 +156,17 @@ def test_filter_counts_sweeps_the_gemm_and_restores_the_padding(tmp_path, capsys
     assert len(results["convolutions"]) == sum(len(case[4]) for case in filter_counts.CONV_CASES)
     assert all(row["unpadded_over_padded"] > 0 for row in results["convolutions"])
     assert conv_module.GEMM_FILTER_MULTIPLE == 4  # the benchmark leaves the default behind
+
+
+def test_onnx_speedup_times_every_paper_row_in_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[onnx]')")
+    from benchmarks import onnx_speedup
+
+    path = tmp_path / "ort.json"
+    onnx_speedup.main(["--rounds", "1", "--batch", "2", "--threads", "1", "--json", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["row"] for row in rows] == ["lenet #2", "lenet #3", "lenet #4", "lenet #5",
+                                            "mlp #2", "mlp #3"]
+    assert all(row["same_predictions"][0] == row["same_predictions"][1] for row in rows)
+    assert all(row["ort_speedup"] > 0 and row["flop_ideal"] > 1 for row in rows)
+    assert "onnxruntime speedup" in capsys.readouterr().out
