@@ -163,10 +163,13 @@ def test_onnx_speedup_times_every_paper_row_in_onnxruntime(tmp_path, capsys):
     from benchmarks import onnx_speedup
 
     path = tmp_path / "ort.json"
-    onnx_speedup.main(["--rounds", "1", "--batch", "2", "--threads", "1", "--json", str(path)])
+    onnx_speedup.main(["--rounds", "2", "--batch", "2", "--threads", "1", "--json", str(path)])
     rows = json.loads(path.read_text())["rows"]
     assert [row["row"] for row in rows] == ["lenet #2", "lenet #3", "lenet #4", "lenet #5",
-                                            "mlp #2", "mlp #3"]
+                                            "mlp #2", "mlp #3", "convnet #2", "convnet #3",
+                                            "resnet 20->14"]
     assert all(row["same_predictions"][0] == row["same_predictions"][1] for row in rows)
     assert all(row["ort_speedup"] > 0 and row["flop_ideal"] > 1 for row in rows)
-    assert "onnxruntime speedup" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sequential execution, all graph optimizations" in printed and "minissl / ort" in printed
+    assert all(row["minissl_over_ort"] > 0 for row in rows)

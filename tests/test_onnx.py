@@ -84,6 +84,9 @@ def test_a_graph_of_the_imported_operators_loads_as_the_same_model(family, image
     assert all(isinstance(parameter, nn.Parameter) for parameter in loaded.parameters())
     np.testing.assert_allclose(minissl_outputs(loaded, inputs), minissl_outputs(sparse, inputs),
                                rtol=1e-5, atol=1e-6)
+    again = minissl.onnx.export(loaded, tmp_path / "again.onnx", shape)  # load -> export
+    for got in runtime_outputs(again, inputs):
+        np.testing.assert_allclose(got, minissl_outputs(sparse, inputs), rtol=1e-4, atol=1e-5)
 
 
 def _graph_trained_elsewhere(path):
