@@ -113,7 +113,8 @@ def ratio_of_bursts(dense, small, inputs, rounds, burst_seconds=0.02):
 def time_row(name, model, input_shape, images, args, folder):
     small, plan = compact.compact(model, input_shape)
     dense_path = onnx.export(model, folder / f"{name}_sparse.onnx", input_shape)
-    small_path = onnx.export(small, folder / f"{name}_compacted.onnx", input_shape)
+    small_path = onnx.export(small, folder / f"{name}_compacted.onnx", input_shape,
+                             args.gathered)
     dense, compacted = session(dense_path, args.threads), session(small_path, args.threads)
     agree = int((dense.run(None, {"input": images})[0].argmax(1)
                  == compacted.run(None, {"input": images})[0].argmax(1)).sum())
@@ -140,6 +141,10 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=15,
                         help="alternating bursts per row (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--gathered", choices=onnx.GATHERED, default="channels",
+                        help="how a shape-compacted convolution is exported (minissl.onnx."
+                             "to_model): the runtime's Conv over the kept channels (default), "
+                             "or the kept patch rows and a MatMul")
     parser.add_argument("--rows", nargs="+", choices=["lenet", "mlp", "convnet", "resnet"],
                         default=["lenet", "mlp", "convnet", "resnet"],
                         help="which models' rows (default: all)")
@@ -173,7 +178,8 @@ def main(argv=None):
         sys.exit("error: this benchmark needs onnx and onnxruntime: pip install -e '.[onnx]'")
     rows = []
     print(f"onnxruntime {onnxruntime.__version__}: {args.threads} intra-op threads, sequential "
-          f"execution, all graph optimizations; batch {args.batch}")
+          f"execution, all graph optimizations; batch {args.batch}; shape-compacted "
+          f"convolutions exported by {args.gathered}")
     print(f"{'row':<12}{'FLOP-ideal':>11}{'ort speedup':>13}{'quartiles':>12}"
           f"{'minissl speedup':>17}{'quartiles':>12}{'minissl / ort':>15}")
     rng = np.random.default_rng(args.seed)

@@ -13,10 +13,12 @@ Each layer of minissl.nn becomes standard ONNX operators:
     Take (a compacted MLP's input gather) -> Gather on axis 1
     BasicBlock -> its branch and shortcut, Add, Relu; a block removed by depth compaction is
                   already the layers it left (relu(shortcut(x)))
-    GatheredConv2d (a shape-compacted convolution) -> Pad, one Gather of the kept (c, kh, kw)
-                  patch rows from the flattened padded input, MatMul with the kept columns
-                  W2 (C_out, R), Add the bias: the GEMM shrinks as in minissl, no zero column
-                  is multiplied.
+    GatheredConv2d (a shape-compacted convolution) -> a Gather of the channels that keep any
+                  column and a Conv with zeros in the others (`gathered="channels"`, the
+                  default: the faster in onnxruntime), or Pad, one Gather of the kept
+                  (c, kh, kw) patch rows from the flattened padded input and a MatMul with
+                  the kept columns W2 (C_out, R) (`gathered="patches"`: the GEMM shrinks as
+                  in minissl, no zero column is multiplied).
 
 The graph takes one float input "input" of shape (batch, *input_shape), batch free, and
 returns "output". Needs the optional `onnx` package (pip install -e ".[onnx]").
@@ -43,8 +45,9 @@ def _onnx():
 class _Graph:
     """The nodes and initializers of a graph under construction, with unique names."""
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, gathered="patches"):
         self.onnx, self.nodes, self.initializers, self.count = onnx, [], [], 0
+        self.gathered = gathered
 
     def name(self, stem):
         self.count += 1
@@ -80,6 +83,34 @@ def _conv(graph, layer, x, shape):
 
 
 def _gathered_conv(graph, layer, x, shape):
+    """The shape-compacted convolution in the graph's chosen construction (graph.gathered)."""
+    if graph.gathered == "channels":
+        return _gathered_conv_by_channels(graph, layer, x, shape)
+    return _gathered_conv_by_patches(graph, layer, x, shape)
+
+
+def _gathered_conv_by_channels(graph, layer, x, shape):
+    """Gather the channels that keep any column -> Conv whose other columns are zero: the
+    runtime's own convolution over the kept channels (the zero columns are multiplied)."""
+    (kernel_h, kernel_w), stride, padding = layer.kernel_size, layer.stride, layer.padding
+    taps = kernel_h * kernel_w
+    rows = np.asarray(layer.rows, dtype=np.int64)
+    channels = np.unique(rows // taps)
+    position = {channel: index for index, channel in enumerate(channels)}
+    weight2 = to_numpy(layer.weight.data)  # (C_out, R)
+    weight = np.zeros((weight2.shape[0], len(channels) * taps), dtype=weight2.dtype)
+    weight[:, [position[row // taps] * taps + row % taps for row in rows]] = weight2
+    x = graph.node("Gather", [x, graph.constant("channels", channels)], axis=1)
+    inputs = [x, graph.constant("weight", weight.reshape(-1, len(channels), kernel_h, kernel_w))]
+    if layer.bias is not None:
+        inputs.append(graph.constant("bias", to_numpy(layer.bias.data)))
+    out = graph.node("Conv", inputs, kernel_shape=[kernel_h, kernel_w], strides=[stride, stride],
+                     pads=[padding] * 4)
+    return out, (layer.out_channels, conv_output_size(shape[1], kernel_h, stride, padding),
+                 conv_output_size(shape[2], kernel_w, stride, padding))
+
+
+def _gathered_conv_by_patches(graph, layer, x, shape):
     """Pad -> Gather the kept patch rows -> MatMul with W2 (C_out, R) -> Add the bias."""
     channels, height, width = shape
     (kernel_h, kernel_w), stride, padding = layer.kernel_size, layer.stride, layer.padding
@@ -162,12 +193,22 @@ def _emit(graph, module, x, shape):
     return _EMITTERS[kind](graph, module, x, shape)
 
 
-def to_model(model, input_shape):
+GATHERED = ("channels", "patches")
+
+
+def to_model(model, input_shape, gathered="channels"):
     """The onnx.ModelProto of `model` (a Sequential of minissl.nn layers, or a layer) for
-    inputs of shape (batch, *input_shape), batch free. Raises ValueError naming a layer
-    it cannot express."""
+    inputs of shape (batch, *input_shape), batch free. `gathered` is how a shape-compacted
+    convolution is written: "channels" (the default: one Gather of the channels that keep any
+    column, then the runtime's Conv with zeros in the other columns) or "patches" (one Gather
+    of its kept patch rows and a MatMul with the kept columns: only they are multiplied).
+    In onnxruntime "channels" was the faster on every shape-compacted row measured
+    (benchmarks.onnx_speedup, docs/results.md): its Conv beats a Gather and MatMul.
+    Raises ValueError naming a layer it cannot express."""
+    if gathered not in GATHERED:
+        raise ValueError(f"gathered must be one of {GATHERED}, got {gathered!r}")
     onnx = _onnx()
-    graph = _Graph(onnx)
+    graph = _Graph(onnx, gathered)
     dtype = to_numpy(model.parameters()[0].data).dtype if model.parameters() else np.float32
     element = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     output, shape = _emit(graph, model, "input", tuple(input_shape))
@@ -181,11 +222,11 @@ def to_model(model, input_shape):
                                   producer_name="minissl")
 
 
-def export(model, path, input_shape):
+def export(model, path, input_shape, gathered="channels"):
     """Write `model` as ONNX to `path` (checked with onnx.checker, full_check) and return the
-    Path. Atomic: a failed write leaves no file."""
+    Path; `gathered` as in to_model. Atomic: a failed write leaves no file."""
     onnx = _onnx()
-    proto = to_model(model, input_shape)
+    proto = to_model(model, input_shape, gathered)
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
     partial = path.with_name(f".{path.name}.part")

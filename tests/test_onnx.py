@@ -34,8 +34,10 @@ def test_every_family_exports_and_computes_the_same_outputs(family, images, tmp_
         pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
     inputs = images[shape][:16]
     small, _ = compact.compact(sparse, shape)
-    for name, model in (("sparse", sparse), ("compacted", small)):
-        path = minissl.onnx.export(model, tmp_path / f"{name}.onnx", shape)
+    for name, model, gathered in (("sparse", sparse, "channels"),
+                                  ("compacted", small, "channels"),
+                                  ("compacted by patches", small, "patches")):
+        path = minissl.onnx.export(model, tmp_path / f"{name}.onnx", shape, gathered)
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
         expected = minissl_outputs(model, inputs)
         for runtime, got in zip(("reference", "onnxruntime"), runtime_outputs(path, inputs)):
@@ -48,7 +50,7 @@ def test_the_shape_compacted_convolution_multiplies_only_its_kept_columns(tmp_pa
     sparse, shape = FAMILIES["lenet"]()
     small, _ = compact.compact(sparse, shape)
     gathered = [layer for _, layer in small.named_modules() if isinstance(layer, nn.GatheredConv2d)]
-    proto = minissl.onnx.to_model(small, shape)
+    proto = minissl.onnx.to_model(small, shape, gathered="patches")
     products = [node for node in proto.graph.node if node.op_type == "MatMul"]
     weights = {tensor.name: tensor for tensor in proto.graph.initializer}
     assert len(products) == len(gathered) == 1
