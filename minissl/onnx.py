@@ -242,8 +242,8 @@ def export(model, path, input_shape, gathered="channels"):
 # ---- import: an ONNX graph of the same operator set -> minissl layers --------------------
 
 IMPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Relu", "MaxPool", "AveragePool",
-                "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Identity",
-                "Dropout")
+                "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Gather",
+                "Identity", "Dropout")
 
 
 class OnnxImportError(ValueError):
@@ -253,8 +253,11 @@ class OnnxImportError(ValueError):
 def load(path):
     """A minissl model (a Sequential, in eval mode) of the ONNX graph at `path`: a chain of
     Conv, Gemm (or MatMul + Add), Relu, MaxPool, AveragePool, GlobalAveragePool,
-    BatchNormalization, Flatten or Reshape to (batch, -1), and residual blocks (two paths from
-    one tensor joined by Add, then Relu) as BasicBlocks; Identity and Dropout are dropped.
+    BatchNormalization, Flatten or Reshape to (batch, -1), Gather of constant indices on axis
+    1 (a compacted model's kept inputs or channels: nn.Take), and residual blocks (two paths
+    from one tensor joined by Add, then Relu) as BasicBlocks; Identity and Dropout are
+    dropped. A model exported by `export` (shape-compacted convolutions by "channels")
+    loads back as the same function.
     The parameters are Parameters, so the model trains, takes SSL groups and compacts like
     any other. Raises OnnxImportError naming the node and its operator when the graph holds
     anything else."""
@@ -382,6 +385,12 @@ class _Importer:
             return layer, out
         if op in ("MaxPool", "AveragePool"):
             return self.pool(node, where), out
+        if op == "Gather":
+            indices = self.constant(node, 1)
+            if self.attribute(node, "axis", 0) != 1 or indices.ndim != 1:
+                raise OnnxImportError(f"{where}: Gather must take constant 1-D indices on axis 1 "
+                                      f"(kept inputs or channels)")
+            return nn.Take(indices.astype(np.int64)), out
         if op == "GlobalAveragePool":
             following = self.next_nodes(out)
             if len(following) == 1 and following[0].op_type in ("Flatten", "Reshape"):

@@ -81,6 +81,10 @@ def test_a_graph_of_the_imported_operators_loads_as_the_same_model(family, image
     if images[shape] is None:
         pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
     inputs = images[shape][:16]
+    small, _ = compact.compact(sparse, shape)
+    back = minissl.onnx.load(minissl.onnx.export(small, tmp_path / "small.onnx", shape))
+    np.testing.assert_allclose(minissl_outputs(back, inputs), minissl_outputs(small, inputs),
+                               rtol=1e-5, atol=1e-6)  # compacted: export -> load, same function
     loaded = minissl.onnx.load(minissl.onnx.export(sparse, tmp_path / "model.onnx", shape))
     assert repr(loaded) == repr(sparse)
     assert all(isinstance(parameter, nn.Parameter) for parameter in loaded.parameters())
