@@ -25,7 +25,7 @@ _NAMES = {
 }
 _SUBMODULES = ("augment", "backend", "cifar", "compact", "data", "finite_differences",
                "models", "nn", "onnx", "ops", "optim", "plots", "process", "serialize", "ssl",
-               "timing", "train")
+               "timing", "train", "zoo")
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES)
 
