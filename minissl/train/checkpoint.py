@@ -7,7 +7,7 @@ that shuffles and augments, and the phase's epoch records. `--resume DIR` runs t
 again with the arguments it was started with; each phase then starts from its checkpoint:
 a finished phase is skipped, an unfinished one continues after its last finished epoch.
 Everything a step depends on is restored, so the resumed run ends with the same weights,
-bit for bit, as a run that was never interrupted (tests/test_checkpoint.py).
+bit for bit, as a run that was never interrupted (tests/test_train_checkpoint.py).
 
 Files are .npz read with allow_pickle=False (the metadata is a JSON string), written
 atomically (a temporary file, then a rename).

@@ -35,7 +35,7 @@ class RunFolderError(RuntimeError):
 
 
 def current_record():
-    """The RunRecord of the run in progress in this process (None before start_run)."""
+    """The RunRecord of the run in progress in this process (None before open_run)."""
     return _current["record"]
 
 
