@@ -309,7 +309,8 @@ class _Importer:
         return nn.Sequential(*layers).eval()
 
     def next_nodes(self, tensor):
-        return [node for node in self.consumers.get(tensor, [])]
+        """The nodes that read `tensor`."""
+        return self.consumers.get(tensor, [])
 
     def chain(self, tensor, stop):
         """Layers from `tensor` until `stop` (or a join): (layers, the tensor reached)."""

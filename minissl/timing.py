@@ -21,7 +21,6 @@ layer's FLOP-ideal by more than IDEAL_MARGIN, or an unchanged layer (100% of its
 1.00x by more than NOISE_BAND. Those are machine noise, never results.
 """
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from minissl import compact, kernels, ops
 from minissl.autograd import no_grad
 from minissl.backend import get_backend, synchronize, to_numpy, xp_of
 from minissl.nn import protocol as nn_protocol
+from minissl.nn.module import eval_mode
 from minissl.nn.protocol import Role
 from minissl.tensor import Tensor
 
@@ -280,7 +280,7 @@ class _ConvInputs:
         self.names, self.inputs = names, {}
 
     def call(self, module, inputs):
-        if hasattr(module, "forward_with") and id(module) in self.names:
+        if id(module) in self.names:
             self.inputs.setdefault(id(module), (self.names[id(module)], module, inputs[0]))
         return module.forward(*inputs)
 
@@ -297,7 +297,7 @@ def tune_convolutions(model, x, repeats=7, warmup=2, retune=False):
     names = {id(layer): name for name, layer in model.named_modules()
              if hasattr(layer, "forward_with") and (retune or x.shape[0] not in layer.algorithms)}
     recorder = _ConvInputs(names)
-    with _eval_mode(model), no_grad(), nn_protocol.tracing(recorder):
+    with eval_mode(model), no_grad(), nn_protocol.tracing(recorder):
         model(x)
     return [choice for name, layer, seen in recorder.inputs.values()
             if (choice := tune_convolution(name, layer, seen, repeats, warmup)) is not None]
@@ -312,19 +312,6 @@ def apply_conv_choices(model, choices):
         if choice.layer not in layers or not hasattr(layers[choice.layer], "algorithms"):
             raise KeyError(f"the model has no conv layer named {choice.layer!r}")
         layers[choice.layer].algorithms[choice.batch] = choice.algorithm
-
-
-@contextlib.contextmanager
-def _eval_mode(*models):
-    """Every module of `models` in eval mode inside the block, its own mode restored after."""
-    modes = [(module, module.training) for model in models for _, module in model.named_modules()]
-    for model in models:
-        model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            object.__setattr__(module, "training", mode)
 
 
 def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
@@ -379,7 +366,7 @@ def layer_speeds(model, plan, x, layers=None, repeats=20, warmup=3, min_seconds=
     Shapes: x (B, *input shape). Returns a list of LayerSpeed in forward order.
     """
     speeds, current = [], x
-    with _eval_mode(model), no_grad():
+    with eval_mode(model), no_grad():
         for name, module in compact.layer_chain(model, x.shape[1:]):
             wanted = name in layers if layers is not None else module.role is Role.WEIGHTS
             if wanted:
@@ -402,7 +389,7 @@ def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     them (tune_convolutions, apply_conv_choices)."""
     apply_conv_choices(model, tune_convolutions(model, x))
     apply_conv_choices(small, tune_convolutions(small, x))
-    with _eval_mode(model, small), no_grad():
+    with eval_mode(model, small), no_grad():
         _, samples = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
                              min_seconds)
     return Ratio.of(samples[0], samples[1])

@@ -25,7 +25,7 @@ from minissl.train.report import kept_per_layer  # noqa: E402
 
 
 def mlp_entries(run, results):
-    """(row name, zoo name, model to store, sparse model) for each trained row of an MLP run."""
+    """(results row, zoo entry name, trained model) for each trained row of an MLP run."""
     for row in results["rows"]:
         if "diverged" in row:
             continue

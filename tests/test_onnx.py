@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx", reason="minissl.onnx needs onnx (pip install 
 ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install -e '.[onnx]')")
 
 from onnx.reference import ReferenceEvaluator  # noqa: E402
-from test_serialize import FAMILIES, every_layer_kind  # noqa: E402
+from test_serialize import FAMILIES, every_layer_kind, family_inputs  # noqa: E402
 
 
 def minissl_outputs(model, inputs):
@@ -30,9 +30,7 @@ def runtime_outputs(path, inputs):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_exports_and_computes_the_same_outputs(family, images, tmp_path):
     sparse, shape = FAMILIES[family]()
-    if images[shape] is None:
-        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
-    inputs = images[shape][:16]
+    inputs = family_inputs(images, shape)[:16]
     small, _ = compact.compact(sparse, shape)
     for name, model, gathered in (("sparse", sparse, "channels"),
                                   ("compacted", small, "channels"),
@@ -78,9 +76,7 @@ def test_a_layer_onnx_cannot_express_is_refused_by_name(tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_graph_of_the_imported_operators_loads_as_the_same_model(family, images, tmp_path):
     sparse, shape = FAMILIES[family]()
-    if images[shape] is None:
-        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
-    inputs = images[shape][:16]
+    inputs = family_inputs(images, shape)[:16]
     small, _ = compact.compact(sparse, shape)
     back = minissl.onnx.load(minissl.onnx.export(small, tmp_path / "small.onnx", shape))
     np.testing.assert_allclose(minissl_outputs(back, inputs), minissl_outputs(small, inputs),

@@ -129,6 +129,12 @@ def test_a_strength_that_is_not_a_finite_number_is_refused(strength):
         GroupRule("0", GroupKind.FILTER, strength)
 
 
+@pytest.mark.parametrize("strength", [np.float32(0.25), np.float64(0.25), np.int64(0), 1])
+def test_a_numpy_or_integer_strength_is_taken_as_a_float(strength):
+    rule = GroupRule("0", GroupKind.FILTER, strength)
+    assert type(rule.strength) is float and rule.strength == float(strength)
+
+
 def test_riders_given_as_one_string_are_refused_with_the_fix():
     with pytest.raises(TypeError, match=r"riders must be a tuple .*riders=\('bn1',\)"):
         GroupRule("0", GroupKind.FILTER, 0.1, riders="bn1")

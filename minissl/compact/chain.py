@@ -13,6 +13,7 @@ import numpy as np
 from minissl import no_grad
 from minissl.backend import xp_of
 from minissl.nn import protocol
+from minissl.nn.module import eval_mode
 from minissl.nn.protocol import CompactionError, LayerNotDeclared, Role, undeclared
 from minissl.tensor import Tensor
 
@@ -40,20 +41,15 @@ def _traced_chain(model, input_shape):
     parameters = model.parameters()
     like = parameters[0].data if parameters else np.zeros(0, dtype=np.float32)
     probe = Tensor(xp_of(like).zeros((1,) + input_shape, dtype=like.dtype))
-    modes = [(module, module.training) for _, module in model.named_modules()]
     tracer = protocol.ChainTracer()
-    model.eval()  # no running statistics move, no dropout
-    try:
-        with no_grad(), protocol.tracing(tracer):
+    try:  # in eval mode: no running statistics move, no dropout
+        with eval_mode(model), no_grad(), protocol.tracing(tracer):
             output = model(probe)
     except CompactionError:
         raise
     except Exception as error:
         raise CompactionError(f"cannot follow {kind}.forward on one sample of shape "
                               f"{input_shape}: {error}") from error
-    finally:
-        for module, mode in modes:
-            object.__setattr__(module, "training", mode)
     names = {id(module): name for name, module in model.named_modules()}
     if tracer.undeclared:
         module = tracer.undeclared[0]

@@ -81,12 +81,6 @@ def _stopped_by(error):
     return None
 
 
-def ssl_schedule(epochs, finetune_epochs, finetune_lr, cut, phases_from=None):
-    """The SSLSchedule of the SSL flags (phases_from: --ssl-phases-from)."""
-    return SSLSchedule(epochs=epochs, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-                       cut=cut, phases_from=phases_from)
-
-
 def baseline_weights(source):
     """The finished baseline of the run whose --out was `source` (--ssl-from-baseline DIR),
     read and checked before any training; None when `source` is None or "" (this run's
@@ -302,8 +296,9 @@ class Start:
 
     def ssl_schedule(self, epochs, finetune_epochs):
         """The SSLSchedule of the SSL flags (--finetune-lr, --cut, --ssl-phases-from)."""
-        return ssl_schedule(epochs, finetune_epochs, self.args.finetune_lr, self.args.cut,
-                            self.args.ssl_phases_from)
+        return SSLSchedule(epochs=epochs, finetune_epochs=finetune_epochs,
+                           finetune_lr=self.args.finetune_lr, cut=self.args.cut,
+                           phases_from=self.args.ssl_phases_from)
 
 
 def begin(experiment, parse_args, argv=None):

@@ -142,13 +142,13 @@ def print_table(rows):
 
 
 def main(argv=None):
-    start = cli.begin("mnist_mlp", parse_args, argv)
-    args, record, timing = start.args, start.record, start.timing
+    begun = cli.begin("mnist_mlp", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline))
     record.set(dataset=facts)
-    epochs = start.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
-    trainer = start.trainer(split)
-    schedule = start.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
+    epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
+    trainer = begun.trainer(split)
+    schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
     if not args.no_baseline:
         cli.train_row(record, "baseline", lambda: baseline_row(trainer, epochs["epochs"]))
     for index, lambdas in enumerate(args.lambdas, start=1):

@@ -8,11 +8,11 @@ from minissl.nn.blocks import BasicBlock
 from minissl.nn.conv_layers import (AvgPool2d, BatchNorm2d, Conv2d, Dropout, GatheredConv2d,
                                     GlobalAvgPool2d, MaxPool2d, Take)
 from minissl.nn.layers import Flatten, Linear, ReLU, Sequential
-from minissl.nn.module import Channelwise, Module, Parameter, StateDictError
+from minissl.nn.module import Channelwise, Module, Parameter, StateDictError, eval_mode
 from minissl.nn.protocol import CompactionError, Role
 
 __all__ = [
-    "Module", "Parameter", "StateDictError", "Channelwise", "Role", "CompactionError",
+    "Module", "Parameter", "StateDictError", "Channelwise", "Role", "CompactionError", "eval_mode",
     "Linear", "ReLU", "Flatten", "Sequential",
     "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "BatchNorm2d", "Dropout",
     "BasicBlock", "GatheredConv2d", "Take",

@@ -8,6 +8,7 @@ an array (anything else is a TypeError saying what to do), so an assignment neve
 drops a parameter from `parameters()` or a buffer from `state_dict()`.
 """
 
+import contextlib
 import copy
 
 import numpy as np
@@ -195,6 +196,20 @@ class Module:
                 parameter.data[...] = xp_of(parameter.data).asarray(state[prefix + name])
             for name in module._buffers:
                 getattr(module, name)[...] = state[prefix + name]
+
+
+@contextlib.contextmanager
+def eval_mode(*models):
+    """Every module of `models` in eval mode inside the block; each module's own mode (train
+    or eval, set one by one or for the whole model) is restored afterwards."""
+    modes = [(module, module.training) for model in models for _, module in model.named_modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            object.__setattr__(module, "training", mode)
 
 
 class Channelwise(Module):

@@ -14,6 +14,7 @@ order (DEPTH, FILTER, CHANNEL, SHAPE, NEURON_OUT, NEURON_IN), then in rule order
 import dataclasses
 import enum
 import math
+import numbers
 
 import numpy as np
 
@@ -47,10 +48,11 @@ class GroupRule:
             raise TypeError(f"rule for layer {self.layer!r}: riders must be a tuple of layer "
                             f"names, got the string {self.riders!r} (write riders=({self.riders!r},))")
         object.__setattr__(self, "riders", tuple(self.riders))
-        if not isinstance(self.strength, (int, float)) or isinstance(self.strength, bool) or (
+        if not isinstance(self.strength, numbers.Real) or isinstance(self.strength, bool) or (
                 not math.isfinite(self.strength)) or self.strength < 0:
             raise ValueError(f"rule for layer {self.layer!r}: strength must be a finite number "
                              f">= 0, got {self.strength!r}")
+        object.__setattr__(self, "strength", float(self.strength))  # NumPy scalars too
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ atomically (a temporary file, then a rename).
 import json
 import os
 import re
-import zipfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
