@@ -1,17 +1,23 @@
 """Store the rows of a finished experiment run in the model zoo (minissl/zoo/).
 
     python scripts/build_zoo.py runs/zoo_mlp --command "python -m demos.mnist_mlp --out runs/zoo_mlp"
+    python scripts/build_zoo.py runs/convnet80_base --command "..." --entry baseline=baseline
+    python scripts/build_zoo.py runs/convnet80_ssl23 --command "..." --entry "SSL x1=row2"
 
-For each trained row of the run's results.json (the MNIST MLP's baseline and SSL rows), the
-weights its last phase finished with are read from the run's checkpoints, the row's test
-error is measured again on the run's dataset and must equal the recorded one to the image,
-an SSL row is compacted (checked to predict the same class on every test image), and the
-model is written with minissl.save beside a JSON record (command, commit, seed, dataset,
-error, what each layer keeps, SHA-256 of the file).
+For each trained row of the run's results.json (an mnist_mlp or cifar_convnet run), the
+weights its last phase finished with are read from the run's checkpoints and the row's test
+error is measured again on the run's dataset: it must equal the recorded one to the image.
+An MLP's SSL row is stored compacted (checked to predict the same class on every test image);
+a ConvNet row is stored as trained, sparse, so that compaction and timing can be redone from
+it. Each model is written with minissl.save beside a JSON record (command, commit, seed,
+dataset with its normalization, error, what each layer keeps, SHA-256 of the file).
+--entry ROW=NAME picks the rows to store and names them; without it every row is stored,
+"baseline" as baseline and "SSL N" / "SSL xS" as sslN / sslxS.
 """
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,58 +29,108 @@ from minissl.experiments import cli  # noqa: E402
 from minissl.train import checkpoint  # noqa: E402
 from minissl.train.report import kept_per_layer  # noqa: E402
 
+MLP_FIELDS = ("neurons",)
+CONVNET_FIELDS = ("row_sparsity", "column_sparsity", "filters", "columns")
 
-def mlp_entries(run, results):
-    """(results row, zoo entry name, trained model) for each trained row of an MLP run."""
+
+def mlp_split(results):
+    return cli.mnist_split(data.mnist(download=False))
+
+
+def convnet_split(results):
+    return cli.load_cifar_split(None, False, None, results["seed"], False, None)
+
+
+# experiment: (its test split, its model, whether SSL rows are stored compacted, row fields kept)
+EXPERIMENTS = {
+    "mnist_mlp": (mlp_split, models.mlp, True, MLP_FIELDS),
+    "cifar_convnet": (convnet_split, models.cifar_convnet, False, CONVNET_FIELDS),
+}
+
+
+def default_entry(row_name):
+    """The zoo name of a row without --entry: baseline, sslN, sslxS."""
+    if row_name == "baseline":
+        return "baseline"
+    return "ssl" + re.sub(r"[^0-9a-z.]+", "_", row_name.lower().removeprefix("ssl").strip())
+
+
+def last_phase(row, results):
+    """The checkpoint phase a row's weights finished in."""
+    if row["name"] == "baseline":
+        return "baseline"
+    if results.get("finetune_epochs"):
+        return f"{row['name']} fine-tune"
+    return f"{row['name']} ({row.get('mode', 'proximal')})"
+
+
+def trained_entries(run, results, build, names):
+    """(results row, zoo entry name, trained model) for each trained row to store."""
     for row in results["rows"]:
-        if "diverged" in row:
+        if "diverged" in row or (names and row["name"] not in names):
             continue
-        if row["name"] == "baseline":
-            phase, entry = "baseline", "baseline"
-        else:
-            index = row["name"].split()[-1]
-            phase = f"{row['name']} fine-tune" if results["finetune_epochs"] else \
-                f"{row['name']} ({row.get('mode', 'proximal')})"
-            entry = f"ssl{index}"
-        model = models.mlp(seed=results["seed"])
-        model.load_state_dict(checkpoint.finished_weights(run, phase))
-        yield row, entry, model
+        model = build(seed=results["seed"])
+        model.load_state_dict(checkpoint.finished_weights(run, last_phase(row, results)))
+        yield row, (names or {}).get(row["name"], default_entry(row["name"])), model
+
+
+def parse_entries(parser, pairs):
+    names = {}
+    for pair in pairs:
+        row, _, name = pair.partition("=")
+        if not row or not re.fullmatch(r"[a-z0-9_.]+", name):
+            parser.error(f"--entry {pair!r}: write ROW=NAME, NAME of a-z, 0-9, '_' and '.'")
+        names[row] = name
+    return names
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python scripts/build_zoo.py",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="the --out folder of a finished mnist_mlp run")
+    parser.add_argument("run", type=Path, help="the --out folder of a finished mnist_mlp or "
+                                               "cifar_convnet run")
     parser.add_argument("--command", required=True, help="the command that made the run")
+    parser.add_argument("--entry", action="append", default=[], metavar="ROW=NAME",
+                        help="store the row named ROW (as results.json names it) as NAME; "
+                             "repeat for several (default: every row, named by default_entry)")
     args = parser.parse_args(argv)
+    names = parse_entries(parser, args.entry)
     results = json.loads((args.run / "results.json").read_text())
-    if not results.get("complete") or results.get("experiment") != "mnist_mlp":
-        sys.exit(f"error: {args.run} holds no finished mnist_mlp run")
-    split, facts = cli.mnist_split(data.mnist(download=False))
+    experiment = results.get("experiment")
+    if not results.get("complete") or experiment not in EXPERIMENTS:
+        sys.exit(f"error: {args.run} holds no finished run of {' or '.join(EXPERIMENTS)}")
+    load_split, build, store_compacted, fields = EXPERIMENTS[experiment]
+    missing = set(names) - {row["name"] for row in results["rows"]}
+    if missing:
+        sys.exit(f"error: {args.run} has no row {', '.join(sorted(missing))}")
+    split, facts = load_split(results)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-    folder = zoo.FOLDER / "mnist_mlp"
+    folder = zoo.FOLDER / experiment
     folder.mkdir(exist_ok=True)
-    for row, entry, model in mlp_entries(args.run, results):
+    dataset = {key: facts[key] for key in ("name", "n_train", "n_test", "mean", "std")
+               if key in facts}
+    for row, entry, model in trained_entries(args.run, results, build, names):
         error = train.error_rate(model, split[2], split[3])
         if error != row["error"]:
             sys.exit(f"error: {row['name']}: measured {error} but the run recorded {row['error']}")
-        stored, plan = model, compact.plan_compaction(model)
-        if entry != "baseline":
-            stored, plan = compact.compact(model)
+        compacted = store_compacted and row["name"] != "baseline"
+        stored, plan = model, compact.plan_compaction(model, split[2].shape[1:])
+        if compacted:
+            stored, plan = compact.compact(model, split[2].shape[1:])
             if (train.predict(stored, split[2]) != train.predict(model, split[2])).any():
                 sys.exit(f"error: {row['name']}: the compacted model disagrees with the sparse one")
         path = serialize.save(stored, folder / f"{entry}.npz")
-        record = {"experiment": "mnist_mlp", "row": row["name"], "error": error,
-                  "test_images": len(split[3]), "seed": results["seed"],
-                  "dataset": {key: facts[key] for key in ("name", "n_train", "n_test")},
-                  "command": args.command, "commit": commit, "compacted": entry != "baseline",
-                  "neurons": row["neurons"], "kept": kept_per_layer(plan),
-                  "params": plan.params_after, "flops": plan.flops_after,
-                  "sha256": zoo.sha256(path)}
+        record = {"experiment": experiment, "row": row["name"], "error": error,
+                  "test_images": len(split[3]), "seed": results["seed"], "dataset": dataset,
+                  "command": args.command, "commit": commit, "compacted": compacted,
+                  **{field: row[field] for field in fields if field in row},
+                  "kept": kept_per_layer(plan), "params": plan.params_after,
+                  "flops": plan.flops_after, "sha256": zoo.sha256(path)}
         (folder / f"{entry}.json").write_text(json.dumps(record, indent=1) + "\n")
-        print(f"mnist_mlp/{entry}: {row['name']}, test error {error:.2%}, "
-              f"{plan.params_after:,} parameters, {path.stat().st_size:,} bytes")
+        print(f"{experiment}/{entry}: {row['name']}, test error {error:.2%}, "
+              f"{plan.params_after:,} parameters after compaction, "
+              f"{path.stat().st_size:,} bytes")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import minissl
 from minissl import models, optim, train
 from minissl.experiments import cifar_convnet
 from minissl.train import checkpoint
@@ -124,6 +125,26 @@ def test_ssl_from_baseline_refuses_what_it_cannot_start_from(tmp_path, capsys):
         "baseline", 1, 2, model, optimizer, schedule, np.random.default_rng(0), [])
     with pytest.raises(checkpoint.CheckpointError, match="stopped after epoch 1 of 2"):
         checkpoint.finished_weights(tmp_path / "half", "baseline")
+
+
+def test_ssl_rows_start_from_a_saved_model_file_and_refuse_one_that_does_not_fit(
+        tmp_path, monkeypatch):
+    trained = models.cifar_convnet(seed=5)  # any weights other than a fresh seed-0 model's
+    path = minissl.save(trained, tmp_path / "trained.npz")
+    seen = _capture_ssl_start(monkeypatch)
+    quick = ["--synthetic", "100", "--timing-seconds", "0", "--no-baseline", "--ssl-scales", "1"]
+    with pytest.raises(_Captured):
+        cifar_convnet.main(quick + ["--ssl-from-baseline", str(path), "--out",
+                                    str(tmp_path / "run")])
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+    other = minissl.save(models.lenet(seed=0), tmp_path / "lenet.npz")
+    with pytest.raises(SystemExit, match="do not fit this experiment's model"):
+        cifar_convnet.main(quick + ["--ssl-from-baseline", str(other), "--out",
+                                    str(tmp_path / "run2")])
+    with pytest.raises(SystemExit, match="no zoo entry 'cifar_convnet/nothing'"):
+        cifar_convnet.main(quick + ["--ssl-from-baseline", "zoo:cifar_convnet/nothing", "--out",
+                                    str(tmp_path / "run3")])
 
 
 @pytest.mark.slow

@@ -147,7 +147,8 @@ def print_table(rows):
 def main(argv=None):
     begun = cli.begin("cifar_convnet", parse_args, argv)
     args, record, timing = begun.args, begun.record, begun.timing
-    start = {"weights": cli.baseline_weights(args.ssl_from_baseline)}  # read before training
+    # read and checked before any training
+    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.cifar_convnet)}
     split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
                                         args.quick, (QUICK_TRAIN, QUICK_TEST))
     record.set(dataset=facts, paper_rows=PAPER_ROWS)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minissl import augment, cifar, data, set_backend
+from minissl import augment, cifar, data, serialize, set_backend, zoo
+from minissl.nn import StateDictError
 from minissl.train import DataSchedule, SGDConfig, SSLSchedule, TimingConfig, Trainer, records
 from minissl.train.checkpoint import CheckpointError, finished_weights
 from minissl.train.records import Diverged, RunFolderError
@@ -81,16 +82,30 @@ def _stopped_by(error):
     return None
 
 
-def baseline_weights(source):
-    """The finished baseline of the run whose --out was `source` (--ssl-from-baseline DIR),
-    read and checked before any training; None when `source` is None or "" (this run's
-    baseline, or none). One-line exit when it cannot be read."""
+def baseline_weights(source, build=None):
+    """The trained baseline an SSL row starts from (--ssl-from-baseline SOURCE), read and
+    checked before any training: SOURCE is the --out folder of an earlier run (its finished
+    baseline), a model file written by minissl.save (.npz), or zoo:NAME (an entry of
+    minissl.zoo). With `build` (the model's constructor) the weights are checked to fit it.
+    None when `source` is None or "" (this run's baseline, or none). One-line exit when the
+    weights cannot be read or do not fit."""
     if not source:
         return None
     try:
-        return finished_weights(Path(source), "baseline")
-    except CheckpointError as error:
-        raise SystemExit(f"error: --ssl-from-baseline: {error}") from None
+        if source.startswith("zoo:"):
+            weights = zoo.load(source[len("zoo:"):])[0].state_dict()
+        elif source.endswith(".npz"):
+            weights = serialize.load(source).state_dict()
+        else:
+            weights = finished_weights(Path(source), "baseline")
+        if build is not None:
+            build(seed=0).load_state_dict(weights)  # a misfit ends the run now, not after hours
+    except (CheckpointError, zoo.ZooError, serialize.ModelFileError, OSError) as error:
+        raise SystemExit(f"error: --ssl-from-baseline {source}: {error}") from None
+    except StateDictError as error:
+        raise SystemExit(f"error: --ssl-from-baseline {source}: its weights do not fit this "
+                         f"experiment's model ({error.args[0] if error.args else error})") from None
+    return weights
 
 
 def ssl_start_weights(from_baseline, start):

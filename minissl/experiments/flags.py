@@ -104,12 +104,15 @@ def add_ssl_schedule_arguments(group, ssl_epochs, finetune_epochs, finetune_lr,
 
 
 def add_start_from_baseline_argument(group):
-    """--ssl-from-baseline [DIR]: SSL rows start from a trained baseline (read by
-    baseline_weights)."""
-    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None, metavar="DIR",
-                       help="start each SSL row from the trained baseline's weights instead of "
-                            "from scratch: the baseline of this run, or with DIR the finished "
-                            "baseline of an earlier run whose --out was DIR")
+    """--ssl-from-baseline [SOURCE]: SSL rows start from a trained baseline (read by
+    cli.baseline_weights)."""
+    group.add_argument("--ssl-from-baseline", nargs="?", const="", default=None,
+                       metavar="SOURCE",
+                       help="start each SSL row from a trained baseline's weights instead of "
+                            "from scratch: the baseline of this run; or SOURCE: the finished "
+                            "baseline of an earlier run whose --out was SOURCE, a model file "
+                            "written by minissl.save (.npz), or zoo:NAME (minissl.zoo, e.g. "
+                            "zoo:cifar_convnet/baseline)")
 
 
 def add_prox_floor_argument(group, default=0.0):

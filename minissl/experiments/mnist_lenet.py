@@ -168,7 +168,7 @@ def print_table(rows):
 def main(argv=None):
     begun = cli.begin("mnist_lenet", parse_args, argv)
     args, record, timing = begun.args, begun.record, begun.timing
-    start = {"weights": cli.baseline_weights(args.ssl_from_baseline)}  # read before training
+    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.lenet)}  # read first
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline), INPUT_SHAPE)
     record.set(dataset=facts)
     epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
