@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import minissl
-from minissl import models, optim, train
-from minissl.experiments import cifar_convnet
+from minissl import cifar, data, models, optim, train, zoo
+from minissl.experiments import cifar_convnet, cli
 from minissl.train import checkpoint
 
 
@@ -172,3 +172,35 @@ def test_ssl_phases_from_an_earlier_run_are_only_cut_and_fine_tuned(tmp_path, ca
     with pytest.raises(SystemExit):
         cifar_convnet.parse_args(["--ssl-phases-from", str(tmp_path / "nothing")])
     assert "no checkpoints folder there" in capsys.readouterr().err
+
+
+def test_from_zoo_evaluates_the_stored_rows_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    try:
+        cifar.cifar10(None, download=False)
+    except data.DataError:
+        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
+    split, _ = cli.load_cifar_split(None, False, None, 0, False, None)
+    model = models.cifar_convnet(seed=3)
+    model[3].weight.data[:8] = 0  # conv2 filters: a compactable row
+    folder = tmp_path / "zoo" / "cifar_convnet"
+    folder.mkdir(parents=True)
+    path = minissl.save(model, folder / "row2.npz")
+    error = train.error_rate(model, split[2], split[3])
+    (folder / "row2.json").write_text(json.dumps({
+        "row": "SSL x1", "error": error, "command": "made by a test", "commit": "0" * 40,
+        "sha256": zoo.sha256(path)}))
+    monkeypatch.setattr(zoo, "FOLDER", tmp_path / "zoo")
+    monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
+    out = tmp_path / "run"
+    cifar_convnet.main(["--from-zoo", "--timing-seconds", "0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "the zoo holds no baseline, row3 row of cifar_convnet yet" in printed
+    assert f"test error {error:.2%}, the same as the zoo's record" in printed
+    assert "zoo #2" in printed and "same predictions on all 10,000 test images" in printed
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["zoo"]["entry"] == "cifar_convnet/row2" and row["error"] == error
+    assert row["filters"][1] == 24 and results["history"] == []
+    with pytest.raises(SystemExit):
+        cifar_convnet.parse_args(["--from-zoo", "--quick"])
+    assert "drop --quick" in capsys.readouterr().err

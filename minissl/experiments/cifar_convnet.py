@@ -5,6 +5,7 @@ section 4.2, Table 3).
     python -m demos.cifar_convnet                  # baseline + two SSL rows (see --help for time)
     python -m minissl.experiments cifar_convnet    # the same from anywhere, once installed
     python -m demos.cifar_convnet --quick          # a 10,000-image subset, few epochs
+    python -m demos.cifar_convnet --from-zoo       # no training: the zoo's trained rows
     python -m demos.cifar_convnet --download       # fetch CIFAR-10 (binary, ~160 MB) first
     python -m demos.cifar_convnet --synthetic 2000 # random images: a smoke test, no data needed
     python -m demos.cifar_convnet --help
@@ -54,6 +55,7 @@ DEFAULT_COLUMN_LAMBDAS = (0.0, 0.02, 0.015)
 EPOCHS = {"epochs": 12, "ssl_epochs": 10, "finetune_epochs": 2}
 QUICK_EPOCHS = {"epochs": 2, "ssl_epochs": 2, "finetune_epochs": 1}
 QUICK_TRAIN, QUICK_TEST = 10000, 2000
+ZOO_ENTRIES = {"baseline": "zoo #1 base", "row2": "zoo #2", "row3": "zoo #3"}  # --from-zoo
 
 
 def parse_args(argv):
@@ -75,7 +77,9 @@ def parse_args(argv):
     flags.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                    finetune_lr=0.002)
     flags.add_start_from_baseline_argument(group)
+    flags.add_from_zoo_argument(parser, "cifar_convnet")
     args = parser.parse_args(argv)
+    flags.check_from_zoo(parser, vars(args))
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
     flags.check_ssl_flags(parser, vars(args), lambdas)
     if args.synthetic is not None and args.synthetic < 20:
@@ -144,17 +148,12 @@ def print_table(rows):
         print(flagged_note(rows))
 
 
-def main(argv=None):
-    begun = cli.begin("cifar_convnet", parse_args, argv)
+def train_rows(begun, trainer, start):
+    """The baseline (unless --no-baseline) and one SSL row per --ssl-scales factor, trained
+    and added to the run's record."""
     args, record, timing = begun.args, begun.record, begun.timing
-    # read and checked before any training
-    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.cifar_convnet)}
-    split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
-                                        args.quick, (QUICK_TRAIN, QUICK_TEST))
-    record.set(dataset=facts, paper_rows=PAPER_ROWS)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     epochs = begun.epochs(50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
-    trainer = begun.trainer(split, augment.AUGMENTATIONS[args.augment])
     schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
     if not args.no_baseline:
         def baseline_row():
@@ -177,6 +176,22 @@ def main(argv=None):
             outcome = trainer.ssl(model, lasso, name, schedule, describe_structure)
             return result_row(name, model, trainer, timing, rules, outcome.cut)
         cli.train_row(record, name, ssl_row)
+
+
+def main(argv=None):
+    begun = cli.begin("cifar_convnet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
+    # read and checked before any training
+    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.cifar_convnet)}
+    split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
+                                        args.quick, (QUICK_TRAIN, QUICK_TEST))
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
+    trainer = begun.trainer(split, augment.AUGMENTATIONS[args.augment])
+    if args.from_zoo:
+        cli.zoo_rows(record, "cifar_convnet", list(ZOO_ENTRIES), lambda entry, model, info:
+                     result_row(ZOO_ENTRIES[entry], model, trainer, timing))
+    else:
+        train_rows(begun, trainer, start)
     # the weights (conv1, weights2) go into the figure; results.json keeps the numbers
     cli.finish(record, facts, print_table,
                lambda rows: plots.cifar_filters_figure(rows, args.out / "filters.png"),

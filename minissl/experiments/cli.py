@@ -189,6 +189,31 @@ def train_row(record, name, train):
     return row
 
 
+def zoo_rows(record, experiment, entries, make_row):
+    """--from-zoo: add to `record` one row per entry of `entries` (zoo names within
+    `experiment`, in table order) that the zoo holds, made by make_row(entry, model, info)
+    from the stored model (on the current backend) and its record; names in one line the
+    entries it does not hold yet. A row whose measured error differs from the recorded one
+    is said so (the tests require them equal on the full test set)."""
+    held = [entry for entry in entries if f"{experiment}/{entry}" in zoo.available()]
+    missing = [entry for entry in entries if entry not in held]
+    if missing:
+        print(f"note: the zoo holds no {', '.join(missing)} row of {experiment} yet "
+              f"(a full run trains {'it' if len(missing) == 1 else 'them'})")
+    for entry in held:
+        model, info = zoo.load(f"{experiment}/{entry}")
+        row = make_row(entry, model.to_backend(), info)
+        same = "the same as" if row["error"] == info["error"] else "NOT the same as"
+        print(f"zoo {experiment}/{entry}: test error {row['error']:.2%}, {same} the zoo's "
+              f"record ({info['error']:.2%}); trained by: {info['command']} (commit "
+              f"{info['commit'][:7]})")
+        row["zoo"] = {"entry": f"{experiment}/{entry}", "recorded_error": info["error"],
+                      "command": info["command"], "commit": info["commit"]}
+        record.add_row(row)
+    if not held:
+        print(f"note: nothing to show: the zoo holds no row of {experiment}")
+
+
 def trained_rows(rows):
     """The rows that trained to the end (for tables and figures); says which diverged."""
     for row in rows:

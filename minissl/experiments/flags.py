@@ -10,6 +10,7 @@ import numpy as np
 
 from minissl.train import TimingConfig
 
+
 def parser_for(module_doc, prog, epilog=True):
     """An ArgumentParser whose description is the experiment's first paragraph and whose
     epilog (kept as written) is its last."""
@@ -115,6 +116,24 @@ def add_start_from_baseline_argument(group):
                             "zoo:cifar_convnet/baseline)")
 
 
+def add_from_zoo_argument(parser, experiment):
+    """--from-zoo: evaluate the experiment's rows stored in minissl.zoo instead of training."""
+    parser.add_argument("--from-zoo", action="store_true",
+                        help=f"train nothing: load the rows of {experiment} stored in minissl.zoo "
+                             "(the weights our own runs trained), measure their test error on "
+                             "the full test set, compact them, check the predictions, time "
+                             "them and print the same table and figure as a full run (minutes)")
+
+
+def check_from_zoo(parser, values):
+    """--from-zoo measures the zoo's rows on the full test set: no subset, no random images."""
+    if values.get("from_zoo"):
+        for flag in ("quick", "synthetic"):
+            if values.get(flag):
+                parser.error(f"--from-zoo measures the stored rows on the full test set; "
+                             f"drop --{flag}")
+
+
 def add_prox_floor_argument(group, default=0.0):
     """--prox-lr-floor, the same in every experiment (ssl.SSLConfig's min_prox_lr)."""
     group.add_argument("--prox-lr-floor", type=float, default=default, metavar="LR",
@@ -146,8 +165,8 @@ def check_ssl_flags(parser, values, lambdas):
     if any(not np.isfinite(value) or value < 0 for value in lambdas):
         parser.error(f"the lambdas must be >= 0 and finite, got {list(lambdas)}")
     if values.get("ssl_from_baseline") == "" and values.get("no_baseline"):
-        parser.error("--ssl-from-baseline without DIR starts from this run's baseline, which "
-                     "--no-baseline skips; give the DIR of a run that trained one")
+        parser.error("--ssl-from-baseline without SOURCE starts from this run's baseline, which "
+                     "--no-baseline skips; give a SOURCE (a run folder, a .npz, zoo:NAME)")
     source = values.get("ssl_phases_from")
     if source is not None and not (source / "checkpoints").is_dir():
         parser.error(f"--ssl-phases-from {source}: no checkpoints folder there (give the --out "
