@@ -93,6 +93,8 @@ def test_a_demo_interrupted_by_a_signal_keeps_its_finished_rows(tmp_path, signal
     assert [row["name"] for row in results["rows"]] == ["baseline"]
     assert [epoch["phase"] for epoch in results["history"]][:2] == ["baseline", "SSL x1"]
     assert not (out / records.LOCK_NAME).exists()  # the folder is free for the next run
+    report = (out / "report.html").read_text()
+    assert f"interrupted ({said})" in report and "--resume" in report
 
 
 def test_a_negative_timing_budget_stops_a_demo_before_any_data_is_read(tmp_path, capsys):

@@ -99,6 +99,7 @@ def test_a_diverged_run_claims_nothing_and_writes_strict_json(tmp_path, no_mnist
     assert [row["name"] for row in results["rows"]] == ["baseline", "SSL 1"]
     assert all(set(row) == {"name", "diverged"} for row in results["rows"])
     assert not (out / records.LOCK_NAME).exists()
+    assert "diverged: baseline, SSL 1" in (out / "report.html").read_text()
 
 
 def test_a_speedup_the_flops_cannot_explain_is_marked_not_printed_plain(

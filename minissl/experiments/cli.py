@@ -384,7 +384,10 @@ def write_results(record, dataset, figure, **extra):
     status 1 when every row diverged, so that scripts notice."""
     record.finish(dataset=dataset, **extra)
     wall = time.perf_counter() - record.started
-    figure_text = f" and {figure}" if figure is not None else ""
-    print(f"wrote {record.path}{figure_text} ({wall:.0f} s in all)")
+    written = [record.path] + ([figure] if figure is not None else [])
+    if (record.out / "report.html").exists():
+        written.append(record.out / "report.html")
+    names = ", ".join(map(str, written[:-1])) + (" and " if len(written) > 1 else "")
+    print(f"wrote {names}{written[-1]} ({wall:.0f} s in all)")
     if record.rows and all("diverged" in row for row in record.rows):
         sys.exit("error: every row diverged; lower --lr")

@@ -170,7 +170,7 @@ def main(argv=None):
     args, record, timing = begun.args, begun.record, begun.timing
     start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.lenet)}  # read first
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline), INPUT_SHAPE)
-    record.set(dataset=facts)
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
     epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
     trainer = begun.trainer(split)
     if not args.no_baseline:

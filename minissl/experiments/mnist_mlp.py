@@ -145,7 +145,7 @@ def main(argv=None):
     begun = cli.begin("mnist_mlp", parse_args, argv)
     args, record, timing = begun.args, begun.record, begun.timing
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline))
-    record.set(dataset=facts)
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
     epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
     trainer = begun.trainer(split)
     schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])

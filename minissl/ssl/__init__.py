@@ -10,11 +10,13 @@ from minissl.ssl.groups import GroupKind, GroupSet, block_groups, layer_groups
 from minissl.ssl.penalty import (LayerSparsity, add_subgradient, dense_chain_neurons, group_lasso_value,
                                  weight_sparsity)
 from minissl.ssl.prox import NonFiniteWeights, prox_group_lasso, shrink_factors
-from minissl.ssl.regularizer import CutReport, GroupLasso, GroupRule, Mode, SSLConfig, ZeroHolder, rules_for
+from minissl.ssl.regularizer import (NORM_BINS, CutReport, GroupLasso, GroupRule, Mode, SSLConfig,
+                                     ZeroHolder, norm_histograms, rules_for)
 
 __all__ = [
     "GroupKind", "GroupSet", "layer_groups", "block_groups",
     "group_lasso_value", "add_subgradient", "LayerSparsity", "weight_sparsity", "dense_chain_neurons",
     "prox_group_lasso", "shrink_factors", "NonFiniteWeights",
     "SSLConfig", "GroupRule", "Mode", "GroupLasso", "ZeroHolder", "CutReport", "rules_for",
+    "norm_histograms", "NORM_BINS",
 ]

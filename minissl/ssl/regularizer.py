@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from minissl.backend import to_numpy
 from minissl.ssl.groups import GroupKind, block_groups, group_axes, layer_groups
 from minissl.ssl.penalty import add_subgradient, group_lasso_value
 from minissl.ssl.prox import prox_group_lasso
@@ -53,6 +54,28 @@ class GroupRule:
             raise ValueError(f"rule for layer {self.layer!r}: strength must be a finite number "
                              f">= 0, got {self.strength!r}")
         object.__setattr__(self, "strength", float(self.strength))  # NumPy scalars too
+
+
+# The log10 group-norm bins of norm_histograms: 28 bins of a quarter decade from 1e-6 to 10
+# (a nonzero norm below 1e-6 counts in the first bin, one above 10 in the last).
+NORM_BINS = (-6.0, 1.0, 28)
+
+
+def norm_histograms(group_sets):
+    """Per group set, how its group norms are spread: {"layer", "kind", "groups", "zero"
+    (groups exactly zero), "counts" (the nonzero ones per NORM_BINS log10 bin)}; what a
+    run keeps per epoch to show the proximal step pulling groups to zero."""
+    low, high, bins = NORM_BINS
+    summaries = []
+    for group_set in group_sets:
+        norms = np.asarray(to_numpy(group_set.norms()), dtype=np.float64)
+        nonzero = norms[norms > 0]
+        counts, _ = np.histogram(np.clip(np.log10(nonzero), low, high), bins=bins,
+                                 range=(low, high))
+        summaries.append({"layer": group_set.layer, "kind": group_set.kind.name,
+                          "groups": int(norms.size), "zero": int(norms.size - nonzero.size),
+                          "counts": counts.tolist()})
+    return summaries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +192,10 @@ class GroupLasso:
                 group_set.scale((~cut).astype(norms.dtype))
         return CutReport(zeroed, largest, float(threshold))
 
+    def norm_histograms(self):
+        """The spread of every group set's norms now (see norm_histograms)."""
+        return norm_histograms(self.group_sets)
+
     def hold_zeros(self):
         """Return a ZeroHolder that keeps the groups that are zero now at zero."""
         return ZeroHolder([(s, (s.norms() > 0).astype(s.members[0].parameter.dtype))
@@ -185,6 +212,10 @@ class ZeroHolder:
 
     def __init__(self, masked_sets):
         self.masked_sets = masked_sets
+
+    def norm_histograms(self):
+        """The spread of the held group sets' norms now (see norm_histograms)."""
+        return norm_histograms([group_set for group_set, _ in self.masked_sets])
 
     def before_step(self):
         pass

@@ -5,16 +5,20 @@
 - `OutputLock`: one run at a time per output folder (a second is refused with RunFolderError;
   `force` takes over);
 - `RunRecord`: results.json written after every epoch and every row, atomically, with
-  `"complete": false` until the end, in strict JSON (null, never NaN);
+  `"complete": false` until the end, in strict JSON (null, never NaN), and report.html
+  (minissl.train.html_report) beside it;
 - `Diverged`: raised by the training loop when the loss stops being finite; the experiment
   marks that row as diverged and claims nothing else for it (no compaction, no speedup);
 - `current_record()`: the record an interrupted program saves before it exits.
 """
 
+import datetime
 import json
 import math
 import os
+import platform
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 LOCK_NAME = ".minissl-run.lock"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's file-creation mask
 
 _current = {"record": None}
 
@@ -121,20 +127,53 @@ def _is_array(value):
     return getattr(value, "ndim", 0) > 0 and hasattr(value, "dtype")
 
 
-def write_json(path, payload):
-    """Write `payload` as strict JSON (json_safe) atomically: into a temporary file with a
-    unique name beside `path`, then renamed over it. A failed write leaves no partial file."""
+def write_text(path, text):
+    """Write `text` to `path` atomically: into a temporary file with a unique name beside
+    `path`, then renamed over it. A failed write leaves no partial file. Returns the Path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n"
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)
+        os.chmod(partial, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0o600
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json(path, payload):
+    """Write `payload` as strict JSON (json_safe) atomically (write_text)."""
+    write_text(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _cpu_model():
+    """The processor's name as Linux reports it, or "" elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def run_facts(argv, experiment):
+    """Where and from what a run came: its command, the commit of the checkout minissl runs
+    from (None outside a git checkout), the machine and the start time."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    machine = (f"{platform.node()}: {_cpu_model() or platform.processor() or platform.machine()}, "
+               f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+               f"{platform.python_version()}, NumPy {np.__version__}")
+    return {"command": " ".join([f"python -m demos.{experiment}", *argv]),
+            "commit": commit or None, "machine": machine,
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
 class RunRecord:
@@ -144,15 +183,21 @@ class RunRecord:
     (experiment, schedule, dataset, seed, ...). Every add_epoch/add_row rewrites results.json
     with "complete": false; finish() writes it with "complete": true. `checkpoints` is the
     run's minissl.train.checkpoint.PhaseCheckpoints (None: epochs are not checkpointed).
+    With `report` the run's report.html is rewritten too: after every row, at the end, when
+    the run stops, and after an epoch once REPORT_SECONDS have passed since the last (a
+    report takes a second or two to draw; a long run should not spend more on it).
     """
 
-    def __init__(self, out, experiment, argv=(), lock=None, checkpoints=None):
+    REPORT_SECONDS = 300.0
+
+    def __init__(self, out, experiment, argv=(), lock=None, checkpoints=None, report=False):
         self.out, self.lock, self.checkpoints = Path(out), lock, checkpoints
         self.path = self.out / "results.json"
         self.started = time.perf_counter()
         self.rows, self.history = [], []
         self.fields = {"experiment": experiment}
         self.argv = [str(value) for value in argv]
+        self.report, self._reported, self._report_failed = report, self.started, False
 
     def set(self, **fields):
         """Record fields of the run (dataset, schedule, seed, ...) for the next save."""
@@ -164,15 +209,32 @@ class RunRecord:
 
     def add_row(self, row):
         self.rows.append(row)
-        self.save()
+        self.save(report_now=True)
 
     def payload(self, complete, **status):
         return {**self.fields, "complete": complete, **status, "rows": self.rows,
                 "history": self.history, "wall_time_s": time.perf_counter() - self.started,
                 "argv": self.argv}
 
-    def save(self, complete=False, **status):
-        write_json(self.path, self.payload(complete, **status))
+    def save(self, complete=False, report_now=False, **status):
+        payload = self.payload(complete, **status)
+        write_json(self.path, payload)
+        now = time.perf_counter()
+        if self.report and not self._report_failed and (
+                complete or status or report_now or now - self._reported >= self.REPORT_SECONDS):
+            self._write_report(json.loads(json.dumps(json_safe(payload))))
+            self._reported = now
+
+    def _write_report(self, results):
+        """report.html from `results`; a failure is said once and never stops the run."""
+        from minissl.train.html_report import write_report
+        try:
+            write_report(self.out, results)
+        except Exception as error:  # the report must never cost a training run
+            self._report_failed = True
+            print(f"note: {self.out / 'report.html'} not written ({type(error).__name__}: "
+                  f"{error}); results.json is complete, rebuild it with python -m "
+                  f"minissl.train.html_report {self.out}")
 
     def finish(self, **fields):
         """Write the complete results.json and release the output folder."""
@@ -209,6 +271,8 @@ def open_run(out, experiment, argv=(), resume=False, force=False):
 
     check_writable(out)
     lock = OutputLock(out, force=force, take_stale=resume)
-    record = RunRecord(out, experiment, argv, lock, PhaseCheckpoints(out, resume=resume))
+    record = RunRecord(out, experiment, argv, lock, PhaseCheckpoints(out, resume=resume),
+                       report=True)
+    record.set(run=run_facts(record.argv, experiment))
     _current["record"] = record
     return record

@@ -85,6 +85,8 @@ class Trainer:
                      "test_error": self.error(model), "seconds": seconds}
             extra, text = describe(model) if describe is not None else ({}, "")
             entry.update(extra)
+            if hasattr(regularizer, "norm_histograms"):  # the group norms, for the run report
+                entry["group_norms"] = regularizer.norm_histograms()
             history.append(entry)
             if self.record is not None:
                 self.record.add_epoch(entry)
