@@ -1,6 +1,7 @@
 """minissl.experiments.sweep: one run per lambda setting, collected into sweep.json and a figure; in this
 process or on a local Dask cluster; failures reported, finished runs kept, --resume."""
 
+import html
 import json
 
 import pytest
@@ -31,6 +32,9 @@ def test_an_in_process_sweep_collects_every_run_and_resume_skips_them(
     assert state["front"] and (out / "sweep.png").stat().st_size > 0
     for point in state["points"]:
         assert 0 <= point["error"] <= 1 and 0 < point["flop_pct"] <= 100
+    index = (out / "index.html").read_text()
+    assert index.count('href="scale_') == 2 and "data:image/png;base64," in index
+    assert all((out / name / "report.html").exists() for name in state["tasks"])
     capsys.readouterr()
     sweep.main(["mnist_mlp", "--lambda-scale", "1", "3", "--in-process", "--out", str(out),
                 "--resume", *TINY])
@@ -55,6 +59,8 @@ def test_a_failing_task_is_reported_and_the_sweep_goes_on(tmp_path, no_mnist_any
     assert "exited: 2" in state["tasks"]["scale_2"]["error"]  # argparse's exit status
     assert state["tasks"]["scale_1"]["status"] == "done" and state["complete"] is False
     assert "task scale_2 failed" in capsys.readouterr().out
+    first_line = state["tasks"]["scale_2"]["error"].splitlines()[0]
+    assert f"failed: {html.escape(first_line)}" in (out / "index.html").read_text()
 
 
 def test_a_sweep_on_a_local_dask_cluster_runs_its_tasks_on_the_workers(tmp_path,

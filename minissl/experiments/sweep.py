@@ -15,7 +15,8 @@ trains the dense baseline. As each task finishes, its points (test error, remain
 parameters of every SSL row, from its compaction) go into <out>/sweep.json, and at the end
 <out>/sweep.png draws error against FLOPs and against parameters, one point per run, the
 Pareto front (no other point has both fewer FLOPs and a lower error), the baseline and, for
-the MLP, the paper's rows.
+the MLP, the paper's rows; <out>/index.html shows that figure and every point, and links
+each run's report.html.
 
 Execution: with Dask installed (`pip install -e ".[sweep]"`) the tasks run on a local cluster
 of --workers processes (default: one per two cores, at least one), or on the cluster at
@@ -37,7 +38,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from minissl.train import records
+from minissl.train import html_report, records
 
 
 @dataclass(frozen=True)
@@ -371,15 +372,17 @@ def main(argv=None):
             (run_on_dask if use_dask else run_in_process)(plan, pending, sweep, bar)
         except KeyboardInterrupt:
             sweep.save()
+            html_report.write_sweep_index(plan.out, sweep.state)
             sys.exit(f"\ninterrupted (Ctrl-C): the finished runs are in {plan.out}; "
                      f"continue with --resume")
     sweep.state["wall_time_s"] = time.perf_counter() - started
     done = [n for n, task in sweep.state["tasks"].items() if task["status"] == "done"]
     sweep.save(complete=len(done) == len(planned))
     print_summary(sweep)
-    if sweep.state["points"]:
-        print(f"wrote {sweep.path} and {figure(sweep, plan.out / 'sweep.png', plan.demo)} "
-              f"({sweep.state['wall_time_s']:.0f} s)")
+    drawn = figure(sweep, plan.out / "sweep.png", plan.demo) if sweep.state["points"] else None
+    index = html_report.write_sweep_index(plan.out, sweep.state)
+    print(f"wrote {sweep.path}{f', {drawn}' if drawn else ''} and {index} (each run's "
+          f"report.html linked) ({sweep.state['wall_time_s']:.0f} s)")
 
 
 def print_summary(sweep):

@@ -304,6 +304,51 @@ def render(results, out=None):
             f"<h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
+def render_sweep(state, out):
+    """The index page of a sweep (its sweep.json as a dict): the error-vs-FLOPs figure
+    (sweep.png in `out`, inline), every point with the Pareto front marked, and every run
+    with its status and a link to its own report.html."""
+    out = Path(out)
+    figure = out / "sweep.png"
+    image = (f'<img alt="error against FLOPs" src="data:image/png;base64,'
+             f'{base64.b64encode(figure.read_bytes()).decode("ascii")}">' if figure.exists()
+             else '<p class="note">No figure yet (no run has finished).</p>')
+    front = {(point["run"], point["row"]) for point in state.get("front", [])}
+    points = "".join(
+        f'<tr><td class="name">{html.escape(point["run"])}</td><td class="name">'
+        f'{html.escape(point["row"])}</td><td>{point["error"]:.2%}</td>'
+        f'<td>{point["flop_pct"]:.1f}</td><td>{point["param_pct"]:.1f}</td>'
+        f'<td>{"*" if (point["run"], point["row"]) in front else ""}</td></tr>'
+        for point in sorted(state.get("points", []), key=lambda point: point["flop_pct"]))
+    runs = []
+    for name, task in state.get("tasks", {}).items():
+        report = out / name / "report.html"
+        link = (f'<a href="{html.escape(name)}/report.html">report</a>' if report.exists()
+                else "-")
+        error = (task.get("error") or "").splitlines()[:1]
+        runs.append(f'<tr><td class="name">{html.escape(name)}</td><td>{task.get("scale")}</td>'
+                    f'<td>{task.get("seed")}</td><td class="name">{html.escape(task["status"])}'
+                    f'{": " + html.escape(error[0]) if error else ""}</td><td>{link}</td></tr>')
+    status = ('<span class="status complete">complete</span>' if state.get("complete") else
+              '<span class="status incomplete">not finished (continue it with --resume)</span>')
+    title = f"minissl sweep: {state.get('demo', '?')}"
+    body = (f"<h1>{html.escape(title)}</h1><p>{status}</p><h2>Error against FLOPs</h2>{image}"
+            f"<h2>Points (* on the Pareto front)</h2><table><tr><th class=\"name\">run</th>"
+            f"<th class=\"name\">row</th><th>error</th><th>FLOP %</th><th>params %</th>"
+            f"<th>front</th></tr>{points}</table><h2>Runs</h2><table><tr><th class=\"name\">"
+            f"run</th><th>lambda scale</th><th>seed</th><th class=\"name\">status</th>"
+            f"<th>report</th></tr>{''.join(runs)}</table>")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>'
+            f"{html.escape(title)}</title><style>{STYLE}</style></head><body>{body}</body>"
+            f"</html>\n")
+
+
+def write_sweep_index(out, state):
+    """Write <out>/index.html of a sweep atomically (render_sweep); returns the Path."""
+    from minissl.train.records import write_text
+    return write_text(Path(out) / "index.html", render_sweep(state, out))
+
+
 def write_report(out, results=None):
     """Write <out>/report.html atomically from `results` (default: <out>/results.json).
     Returns the Path written."""
