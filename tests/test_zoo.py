@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from minissl import data, train, zoo
+from minissl import augment, cifar, data, train, zoo
 from minissl.experiments import cli
 
 
@@ -37,6 +37,25 @@ def test_every_entry_has_exactly_its_recorded_error(name, mnist_test):
         assert record["params"] == sum(parameter.data.size for parameter in model.parameters())
 
 
+@pytest.fixture(scope="module")
+def cifar_test():
+    try:
+        dataset = cifar.cifar10(None, download=False)
+    except data.DataError:
+        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
+    return dataset.test_images, dataset.test_labels.astype(np.int64)
+
+
+@pytest.mark.parametrize("name", [name for name in zoo.available() if name.startswith("cifar")])
+def test_every_cifar_entry_has_exactly_its_recorded_error(name, cifar_test):
+    model, record = zoo.load(name)
+    images, labels = cifar_test
+    mean, std = zoo.normalization(name)
+    assert len(labels) == record["test_images"]
+    assert train.error_rate(model, augment.normalize(images, mean, std), labels) == record["error"]
+    assert record["command"] and record["commit"] and record["sha256"]
+
+
 def test_a_damaged_file_and_an_unknown_name_are_refused(tmp_path, monkeypatch):
     shutil.copytree(zoo.FOLDER / "mnist_mlp", tmp_path / "mnist_mlp")
     monkeypatch.setattr(zoo, "FOLDER", tmp_path)
@@ -49,3 +68,4 @@ def test_a_damaged_file_and_an_unknown_name_are_refused(tmp_path, monkeypatch):
     with pytest.raises(zoo.ZooError, match="no zoo entry 'mnist_mlp/ssl9'"):
         zoo.info("mnist_mlp/ssl9")
     assert np.isfinite(zoo.info("mnist_mlp/baseline")["error"])
+    assert zoo.normalization("mnist_mlp/baseline") is None

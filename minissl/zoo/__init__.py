@@ -5,6 +5,7 @@ anyone can check a row of the results in seconds instead of retraining it.
     zoo.available()                          # ["mnist_mlp/baseline", "mnist_mlp/ssl1", ...]
     model, info = zoo.load("mnist_mlp/ssl1")  # the compacted model and its record
     info["error"], info["command"], info["commit"]
+    zoo.normalization("cifar_convnet/baseline")  # (mean, std) its input images need
 
 Each entry is a model file written by minissl.save (architecture and weights in one .npz, no
 pickle) and a JSON record beside it: the command that trained it, the commit, the seed, the
@@ -17,6 +18,8 @@ against its record, to the image.
 import hashlib
 import json
 from pathlib import Path
+
+import numpy as np
 
 from minissl import serialize
 
@@ -38,6 +41,18 @@ def info(name):
     if name not in available():
         raise ZooError(f"no zoo entry {name!r}; the zoo has {', '.join(available()) or 'none'}")
     return json.loads(path.read_text())
+
+
+def normalization(name):
+    """(mean, std) per input channel that entry `name`'s images are normalized with before
+    the model sees them (x - mean) / std (minissl.augment.normalize), as float32 arrays of
+    shape (C,); None for an entry whose inputs need nothing but the dataset's own scaling
+    (the MNIST rows)."""
+    dataset = info(name).get("dataset", {})
+    if "mean" not in dataset:
+        return None
+    return (np.asarray(dataset["mean"], dtype=np.float32),
+            np.asarray(dataset["std"], dtype=np.float32))
 
 
 def sha256(path):
