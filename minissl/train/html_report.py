@@ -43,7 +43,8 @@ img { max-width: 100%; } code { background: #f3f3f3; padding: 0 0.2rem; }
 COLUMNS = [
     ("error", "error", lambda value: f"{value:.2%}"),
     ("neurons", "neurons", None), ("filters", "filters", None), ("channels", "channels", None),
-    ("columns", "columns", None), ("layers", "layers", None), ("blocks_removed", "blocks removed", None),
+    ("columns", "columns", None), ("layers", "layers", None),
+    ("layers_per_stage", "layers per stage", None),
     ("row_sparsity", "row sparsity %", "{:.1f}"), ("column_sparsity", "column sparsity %", "{:.1f}"),
     ("flops_pct", "FLOP %", "{:.1f}"), ("speedup", "speedup", "{:.2f}"),
     ("whole_speedup", "whole network", "{:.2f}"),
