@@ -1,13 +1,14 @@
 """minissl.zoo: every stored entry loads (its file matching its SHA-256) and has, on the full
 test set, exactly the error its record states; a damaged file or an unknown name is refused."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 
-from minissl import augment, cifar, data, train, zoo
-from minissl.experiments import cli
+from minissl import Tensor, augment, cifar, compact, data, no_grad, train, zoo
+from minissl.experiments import cli, mnist_mlp
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +70,32 @@ def test_a_damaged_file_and_an_unknown_name_are_refused(tmp_path, monkeypatch):
         zoo.info("mnist_mlp/ssl9")
     assert np.isfinite(zoo.info("mnist_mlp/baseline")["error"])
     assert zoo.normalization("mnist_mlp/baseline") is None
+
+
+def test_a_compacted_mlp_row_expands_to_a_full_mlp_that_compacts_back_to_it():
+    small, record = zoo.load("mnist_mlp/ssl2")
+    sparse = mnist_mlp.sparse_from_compacted(small)
+    again, _ = compact.compact(sparse)
+    assert repr(again) == repr(small)
+    inputs = np.random.default_rng(0).random((64, 784), dtype=np.float32)
+    with no_grad():
+        expected = small(Tensor(inputs)).data
+        np.testing.assert_allclose(sparse(Tensor(inputs)).data, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(again(Tensor(inputs)).data, expected, rtol=1e-5, atol=1e-5)
+    assert mnist_mlp.chain_neurons(sparse) == record["neurons"]
+
+
+def test_the_mlp_demo_from_the_zoo_prints_the_stored_rows_and_trains_nothing(
+        mnist_test, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
+    out = tmp_path / "run"
+    mnist_mlp.main(["--from-zoo", "--timing-seconds", "0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.count("the same as the zoo's record") == 3 and "NOT" not in printed
+    results = json.loads((out / "results.json").read_text())
+    for row, name in zip(results["rows"], ["baseline", "ssl1", "ssl2"]):
+        record = zoo.info(f"mnist_mlp/{name}")
+        assert row["error"] == record["error"] and row["zoo"]["entry"] == f"mnist_mlp/{name}"
+        if record["compacted"]:
+            assert row["neurons"] == record["neurons"]
+    assert (out / "report.html").exists() and (out / "sparsity.png").exists()

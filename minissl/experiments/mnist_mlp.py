@@ -3,6 +3,7 @@
     python -m demos.mnist_mlp                       # from the checkout
     python -m minissl.experiments mnist_mlp         # from anywhere, once installed
     python -m demos.mnist_mlp --quick               # the same with fewer epochs
+    python -m demos.mnist_mlp --from-zoo            # no training: the zoo's rows, in seconds
 
 Each SSL row trains from scratch with the group lasso on the columns W[:, i] of every layer
 (all outgoing connections of each input and hidden neuron), applied by the proximal step
@@ -52,7 +53,9 @@ def parse_args(argv):
                        help="proximal step (exact zeros, default) or the paper's subgradient")
     flags.add_ssl_schedule_arguments(group, "20, scaled like --epochs", "10, scaled like --epochs",
                                    finetune_lr=0.05)
+    flags.add_from_zoo_argument(parser, "mnist_mlp")
     args = parser.parse_args(argv)
+    flags.check_from_zoo(parser, vars(args))
     args.lambdas = args.lambdas or DEFAULT_LAMBDAS
     flags.check_ssl_flags(parser, vars(args), [value for row in args.lambdas for value in row])
     return args
@@ -86,6 +89,19 @@ def ssl_row(trainer, schedule, timing, index, lambdas, mode, prox_lr_floor):
     name = f"SSL {index}"
     outcome = trainer.ssl(model, lasso, name, schedule, describe_neurons,
                           prox_phase=f"{name} ({mode})")
+    first_weight = models.linear_layers(model)[0].weight.data
+    return {**compacted_fields(name, model, trainer, timing), "lambda": list(lambdas),
+            "mode": mode,
+            "zero_groups": [{"layer": layer, "zero": zero, "groups": total}
+                            for layer, _, zero, total in lasso.zero_group_counts()],
+            "cut": {**cut_summary(outcome.cut), "error_before": outcome.error_before_cut,
+                    "error_after": outcome.error_after_cut},
+            "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}  # (784,) for the figure
+
+
+def compacted_fields(name, model, trainer, timing):
+    """A sparse MLP's row fields: error, neurons, FLOP % per layer and its compaction report
+    (checked predictions, per-layer and whole-network speedups); said in one line."""
     _, compacted = train.compaction_report(model, *trainer.split[2:], timing_config=timing)
     neurons, layer_flops = chain_neurons(model), None
     if compacted is not None:  # count what the compacted model keeps, with the plan's FLOPs
@@ -98,15 +114,44 @@ def ssl_row(trainer, schedule, timing, index, lambdas, mode, prox_lr_floor):
         kept = compacted["kept"]
         neurons = [kept["0"]["channels"]] + [kept[layer]["filters"] for layer in ("0", "2", "4")]
         layer_flops = [entry["flop_pct"] for entry in compacted["layers"]]
-    first_weight = models.linear_layers(model)[0].weight.data
     return {"name": name, "error": trainer.error(model), "neurons": neurons,
-            "flops_pct": layer_flops, "lambda": list(lambdas), "mode": mode,
-            "zero_groups": [{"layer": layer, "zero": zero, "groups": total}
-                            for layer, _, zero, total in lasso.zero_group_counts()],
-            "compacted": compacted,
-            "cut": {**cut_summary(outcome.cut), "error_before": outcome.error_before_cut,
-                    "error_after": outcome.error_after_cut},
-            "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}  # (784,) for the figure
+            "flops_pct": layer_flops, "compacted": compacted}
+
+
+def sparse_from_compacted(small):
+    """The full 784-500-300-10 MLP computing what a compacted one (Take, Linear, ReLU,
+    Linear, ReLU, Linear) computes: its input pixels at the Take's indices, its kept neurons
+    first in each hidden layer, every other weight and bias zero. Compacting it gives `small`
+    back; the zoo stores its MLP rows compacted, and this is what --from-zoo times them
+    against (a dense layer costs the same whatever its zeros)."""
+    take, linears = small[0], [small[index] for index in (1, 3, 5)]
+    model = models.mlp(seed=0)
+    full = models.linear_layers(model)
+    for layer in full:
+        layer.weight.data[...] = 0
+        layer.bias.data[...] = 0
+    inputs = np.asarray(take.indices)
+    for index, (target, source) in enumerate(zip(full, linears)):
+        outs = np.arange(source.out_features) if index < 2 else np.arange(10)
+        ins = inputs if index == 0 else np.arange(source.in_features)
+        target.weight.data[np.ix_(outs, ins)] = to_numpy(source.weight.data)
+        target.bias.data[outs] = to_numpy(source.bias.data)
+    return model.to_backend()
+
+
+def zoo_row(entry, model, info, trainer, timing):
+    """--from-zoo: the row of a stored MLP (the dense baseline, or a compacted SSL row timed
+    against its full-size equivalent)."""
+    if not info.get("compacted"):
+        flops = [100.0 * layer.flops_after / layer.flops_before
+                 for layer in compact.plan_compaction(model).layers]
+        return {"name": f"zoo {entry}", "error": trainer.error(model),
+                "neurons": chain_neurons(model), "flops_pct": flops}
+    sparse = sparse_from_compacted(model)
+    row = compacted_fields(f"zoo {entry}", sparse, trainer, timing)
+    row["error"] = trainer.error(model)  # the stored model's own error, which the zoo records
+    first_weight = models.linear_layers(sparse)[0].weight.data
+    return {**row, "input_mask": np.any(to_numpy(first_weight) != 0, axis=0)}
 
 
 def baseline_row(trainer, epochs):
@@ -146,14 +191,18 @@ def main(argv=None):
     args, record, timing = begun.args, begun.record, begun.timing
     split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline))
     record.set(dataset=facts, paper_rows=PAPER_ROWS)
-    epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
     trainer = begun.trainer(split)
-    schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
-    if not args.no_baseline:
-        cli.train_row(record, "baseline", lambda: baseline_row(trainer, epochs["epochs"]))
-    for index, lambdas in enumerate(args.lambdas, start=1):
-        cli.train_row(record, f"SSL {index}", lambda: ssl_row(
-            trainer, schedule, timing, index, lambdas, args.mode, args.prox_lr_floor))
+    if args.from_zoo:
+        cli.zoo_rows(record, "mnist_mlp", ["baseline", "ssl1", "ssl2"],
+                     lambda entry, model, info: zoo_row(entry, model, info, trainer, timing))
+    else:
+        epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
+        schedule = begun.ssl_schedule(epochs["ssl_epochs"], epochs["finetune_epochs"])
+        if not args.no_baseline:
+            cli.train_row(record, "baseline", lambda: baseline_row(trainer, epochs["epochs"]))
+        for index, lambdas in enumerate(args.lambdas, start=1):
+            cli.train_row(record, f"SSL {index}", lambda: ssl_row(
+                trainer, schedule, timing, index, lambdas, args.mode, args.prox_lr_floor))
     cli.finish(record, facts, print_table,
                lambda rows: plots.mlp_sparsity_figure(rows, args.out / "sparsity.png"))
 
