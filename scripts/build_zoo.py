@@ -4,12 +4,13 @@
     python scripts/build_zoo.py runs/convnet80_base --command "..." --entry baseline=baseline
     python scripts/build_zoo.py runs/convnet80_ssl23 --command "..." --entry "SSL x1=row2"
 
-For each trained row of the run's results.json (an mnist_mlp or cifar_convnet run), the
+For each trained row of the run's results.json (an mnist_mlp, mnist_lenet or cifar_convnet
+run), the
 weights its last phase finished with are read from the run's checkpoints and the row's test
 error is measured again on the run's dataset: it must equal the recorded one to the image.
 An MLP's SSL row is stored compacted (checked to predict the same class on every test image);
-a ConvNet row is stored as trained, sparse, so that compaction and timing can be redone from
-it. Each model is written with minissl.save beside a JSON record (command, commit, seed,
+a LeNet or ConvNet row is stored as trained, sparse, so that compaction and timing can be
+redone from it. Each model is written with minissl.save beside a JSON record (command, commit, seed,
 dataset with its normalization, error, what each layer keeps, SHA-256 of the file).
 --entry ROW=NAME picks the rows to store and names them; without it every row is stored,
 "baseline" as baseline and "SSL N" / "SSL xS" as sslN / sslxS.
@@ -30,11 +31,16 @@ from minissl.train import checkpoint  # noqa: E402
 from minissl.train.report import kept_per_layer  # noqa: E402
 
 MLP_FIELDS = ("neurons",)
+LENET_FIELDS = ("filters", "channels", "columns", "nonzero")
 CONVNET_FIELDS = ("row_sparsity", "column_sparsity", "filters", "columns")
 
 
 def mlp_split(results):
     return cli.mnist_split(data.mnist(download=False))
+
+
+def lenet_split(results):
+    return cli.mnist_split(data.mnist(download=False), (1, 28, 28))
 
 
 def convnet_split(results):
@@ -44,6 +50,7 @@ def convnet_split(results):
 # experiment: (its test split, its model, whether SSL rows are stored compacted, row fields kept)
 EXPERIMENTS = {
     "mnist_mlp": (mlp_split, models.mlp, True, MLP_FIELDS),
+    "mnist_lenet": (lenet_split, models.lenet, False, LENET_FIELDS),
     "cifar_convnet": (convnet_split, models.cifar_convnet, False, CONVNET_FIELDS),
 }
 
@@ -87,8 +94,8 @@ def parse_entries(parser, pairs):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python scripts/build_zoo.py",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="the --out folder of a finished mnist_mlp or "
-                                               "cifar_convnet run")
+    parser.add_argument("run", type=Path, help="the --out folder of a finished mnist_mlp, "
+                                               "mnist_lenet or cifar_convnet run")
     parser.add_argument("--command", required=True, help="the command that made the run")
     parser.add_argument("--entry", action="append", default=[], metavar="ROW=NAME",
                         help="store the row named ROW (as results.json names it) as NAME; "

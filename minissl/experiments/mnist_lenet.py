@@ -4,6 +4,7 @@ convolutional MNIST experiments (Wen et al. 2016, section 4.1, Tables 1 and 2).
     python -m demos.mnist_lenet              # baseline + the paper's four SSL rows (#2-#5)
     python -m minissl.experiments mnist_lenet   # the same from anywhere, once installed
     python -m demos.mnist_lenet --quick      # the same with fewer epochs
+    python -m demos.mnist_lenet --from-zoo   # no training: the zoo's rows, compacted and timed
     python -m demos.mnist_lenet --rows filters shapes   # only the two milder rows
     python -m demos.mnist_lenet --rows       # baseline only
     python -m demos.mnist_lenet --help
@@ -59,6 +60,8 @@ EPOCHS = {"epochs": 6, "ssl_epochs": 6, "finetune_epochs": 4, "strong_shape_ssl_
 QUICK_EPOCHS = {"epochs": 1, "ssl_epochs": 2, "finetune_epochs": 1, "strong_shape_ssl_epochs": 4}
 INPUT_SHAPE = (1, 28, 28)
 CONV_LAYERS = ("0", "2")
+ZOO_ENTRIES = {"baseline": "zoo baseline", "row2": "zoo #2", "row3": "zoo #3", "row4": "zoo #4",
+               "row5": "zoo #5"}  # --from-zoo: the stored rows, as trained (sparse)
 
 
 def parse_args(argv):
@@ -91,7 +94,9 @@ def parse_args(argv):
                        help="train each SSL row from freshly initialized weights instead of "
                             "from this run's trained baseline (the default; without a "
                             "baseline, --no-baseline, the rows start from scratch)")
+    flags.add_from_zoo_argument(parser, "mnist_lenet")
     args = parser.parse_args(argv)
+    flags.check_from_zoo(parser, vars(args))
     if args.ssl_from_scratch and args.ssl_from_baseline is not None:
         parser.error("--ssl-from-scratch and --ssl-from-baseline exclude each other")
     if args.ssl_from_baseline is None and not (args.ssl_from_scratch or args.no_baseline):
@@ -165,14 +170,11 @@ def print_table(rows):
         print(flagged_note(rows))
 
 
-def main(argv=None):
-    begun = cli.begin("mnist_lenet", parse_args, argv)
+def train_rows(begun, trainer, start):
+    """The baseline (unless --no-baseline) and the SSL rows of --rows, trained and added to
+    the run's record."""
     args, record, timing = begun.args, begun.record, begun.timing
-    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.lenet)}  # read first
-    split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline), INPUT_SHAPE)
-    record.set(dataset=facts, paper_rows=PAPER_ROWS)
-    epochs = begun.epochs(len(split[1]), EPOCHS, QUICK_EPOCHS)
-    trainer = begun.trainer(split)
+    epochs = begun.epochs(len(trainer.split[1]), EPOCHS, QUICK_EPOCHS)
     if not args.no_baseline:
         def baseline_row():
             model = cli.model_from(models.lenet, args.seed)
@@ -199,6 +201,20 @@ def main(argv=None):
                                   describe_structure)
             return result_row(name, model, trainer, timing, rules, outcome.cut)
         cli.train_row(record, name, ssl_row)
+
+
+def main(argv=None):
+    begun = cli.begin("mnist_lenet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
+    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, models.lenet)}  # read first
+    split, facts = cli.mnist_split(cli.load_mnist(args.data, args.offline), INPUT_SHAPE)
+    record.set(dataset=facts, paper_rows=PAPER_ROWS)
+    trainer = begun.trainer(split)
+    if args.from_zoo:
+        cli.zoo_rows(record, "mnist_lenet", list(ZOO_ENTRIES), lambda entry, model, info:
+                     result_row(ZOO_ENTRIES[entry], model, trainer, timing))
+    else:
+        train_rows(begun, trainer, start)
     cli.finish(record, facts, print_table,
                lambda rows: plots.conv_sparsity_figure(rows, args.out / "sparsity.png"))
 
