@@ -28,6 +28,10 @@ VERSION = 1
 _ARCHITECTURE = "__architecture__"
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the process's file-creation mask
+
+
 class ModelFileError(ValueError):
     """A model file cannot be written or read back as a minissl model."""
 
@@ -111,6 +115,7 @@ def save(model, path, metadata=None):
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez_compressed(file, **arrays)
+        os.chmod(partial, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0o600
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
