@@ -23,8 +23,12 @@ def mnist_test():
     return split[2], split[3]
 
 
-def test_the_zoo_holds_the_mlp_rows():
+def test_the_zoo_holds_the_mnist_rows_and_stays_small():
     assert {"mnist_mlp/baseline", "mnist_mlp/ssl1", "mnist_mlp/ssl2"} <= set(zoo.available())
+    assert {f"mnist_lenet/{row}" for row in ("baseline", "row2", "row3", "row4", "row5")} <= set(
+        zoo.available())
+    sizes = [path.stat().st_size for path in zoo.FOLDER.glob("*/*.npz")]
+    assert max(sizes) < 3 * 2**20 and sum(sizes) < 15 * 2**20
 
 
 @pytest.mark.parametrize("name", [name for name in zoo.available() if name.startswith("mnist")])
