@@ -14,6 +14,17 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+# The runs the tests start write no report.html (drawing one takes 1-2 s, and the suite starts
+# many short runs); the tests of the report turn it on (the `with_reports` fixture).
+os.environ["MINISSL_REPORT"] = "0"
+
+
+@pytest.fixture
+def with_reports(monkeypatch):
+    """Runs started in this test write report.html, as outside the tests."""
+    monkeypatch.setenv("MINISSL_REPORT", "1")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -73,7 +73,7 @@ def test_a_demo_interrupted_by_a_signal_keeps_its_finished_rows(tmp_path, signal
     # in the child: give the demo the default disposition, as a terminal's Ctrl-C finds it
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
-                               env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                               env=dict(os.environ, PYTHONUNBUFFERED="1", MINISSL_REPORT="1"),
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:

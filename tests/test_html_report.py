@@ -3,6 +3,7 @@ the epochs, the group norms under the proximal step, the cut and the compaction,
 run was interrupted or a row diverged, and opens in a real browser without a console error."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -37,9 +38,13 @@ def mlp_run(tmp_path_factory):
     """A short MLP run on the bundled sample: one SSL row with its prox phase, the cut and
     fine-tuning."""
     out = tmp_path_factory.mktemp("report") / "run"
-    mnist_mlp.main(["--offline", "--out", str(out), "--epochs", "1", "--ssl-epochs", "3",
-                    "--finetune-epochs", "1", "--lambda", "0.02", "0.02", "0.02",
-                    "--timing-seconds", "0"])
+    os.environ["MINISSL_REPORT"] = "1"  # as outside the tests (conftest turns reports off)
+    try:
+        mnist_mlp.main(["--offline", "--out", str(out), "--epochs", "1", "--ssl-epochs", "3",
+                        "--finetune-epochs", "1", "--lambda", "0.02", "0.02", "0.02",
+                        "--timing-seconds", "0"])
+    finally:
+        os.environ["MINISSL_REPORT"] = "0"
     return out
 
 
@@ -57,6 +62,14 @@ def test_a_run_writes_one_self_contained_report_with_the_group_lasso_at_work(mlp
     prox = [epoch for epoch in results["history"] if epoch["phase"] == "SSL 1 (proximal)"]
     assert len(prox) == 3 and all(len(epoch["group_norms"]) == 3 for epoch in prox)
     assert prox[-1]["group_norms"][0]["zero"] > prox[0]["group_norms"][0]["zero"] - 1
+
+
+def test_no_report_is_written_under_minissl_report_0(tmp_path, no_mnist_anywhere):
+    mnist_mlp.main(["--offline", "--out", str(tmp_path / "run"), "--epochs", "1",
+                    "--ssl-epochs", "1", "--finetune-epochs", "0", "--lambda", "0.02", "0", "0",
+                    "--timing-seconds", "0"])  # the suite runs under MINISSL_REPORT=0
+    assert (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run" / "report.html").exists()
 
 
 def test_the_report_is_rebuilt_from_results_json_alone_and_says_what_is_unfinished(

@@ -17,7 +17,7 @@ def read(out):
 
 
 def test_an_in_process_sweep_collects_every_run_and_resume_skips_them(
-        tmp_path, no_mnist_anywhere, capsys):
+        tmp_path, no_mnist_anywhere, capsys, with_reports):
     out = tmp_path / "sweep"
     sweep.main(["mnist_mlp", "--lambda-scale", "1", "3", "--in-process", "--out", str(out),
                 *TINY])

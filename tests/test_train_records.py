@@ -83,7 +83,8 @@ def test_a_stale_lock_is_named_and_force_takes_it_over(tmp_path):
     lock.release()
 
 
-def test_a_diverged_run_claims_nothing_and_writes_strict_json(tmp_path, no_mnist_anywhere, capsys):
+def test_a_diverged_run_claims_nothing_and_writes_strict_json(tmp_path, no_mnist_anywhere, capsys,
+                                                               with_reports):
     """--lr 1e6: the loss goes non-finite; every row is marked diverged (no compaction, no
     'same predictions'), results.json is strict JSON, and the exit status says it failed."""
     out = tmp_path / "run"

@@ -92,7 +92,7 @@ def test_a_compacted_mlp_row_expands_to_a_full_mlp_that_compacts_back_to_it():
 
 
 def test_the_mlp_demo_from_the_zoo_prints_the_stored_rows_and_trains_nothing(
-        mnist_test, tmp_path, monkeypatch, capsys):
+        mnist_test, tmp_path, monkeypatch, capsys, with_reports):
     monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
     out = tmp_path / "run"
     mnist_mlp.main(["--from-zoo", "--timing-seconds", "0", "--out", str(out)])

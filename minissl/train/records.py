@@ -266,13 +266,16 @@ def open_run(out, experiment, argv=(), resume=False, force=False):
     """Start a run into the folder `out`: check it can be written, claim it (RunFolderError
     when another run holds it; `force` takes it over, `resume` takes a stale claim) and
     return the run's RunRecord, with checkpoints (loaded on `resume`), registered as this
-    process's current record. `argv` is kept in results.json: what resumes the run."""
+    process's current record. `argv` is kept in results.json: what resumes the run. The
+    record writes report.html too, unless the environment has MINISSL_REPORT=0 (for scripts
+    and test suites that start many short runs: a report takes a second or two to draw)."""
     from minissl.train.checkpoint import PhaseCheckpoints
 
     check_writable(out)
     lock = OutputLock(out, force=force, take_stale=resume)
+    report = os.environ.get("MINISSL_REPORT", "1") != "0"  # 0: no report.html (many short runs)
     record = RunRecord(out, experiment, argv, lock, PhaseCheckpoints(out, resume=resume),
-                       report=True)
+                       report=report)
     record.set(run=run_facts(record.argv, experiment))
     _current["record"] = record
     return record
