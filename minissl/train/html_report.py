@@ -184,6 +184,13 @@ def curves_html(results):
     return _png(figure)
 
 
+def zero_counts(entry):
+    """"exactly zero after epoch N: layer L kind zero/groups, ..." of one epoch record."""
+    counts = ", ".join(f"layer {s['layer']} {s['kind'].lower()} {s['zero']}/{s['groups']}"
+                       for s in entry["group_norms"])
+    return html.escape(f"exactly zero after epoch {entry['epoch']}: {counts}")
+
+
 def group_norms_html(results):
     """Per phase with groups: per group set, a histogram of log10 group norms per epoch (a
     column per epoch, darker = more groups) with the share of groups exactly zero."""
@@ -198,11 +205,8 @@ def group_norms_html(results):
     for phase, entries in order:
         tracked = [entry for entry in entries if entry.get("group_norms")]
         if tracked and phase.endswith(" fine-tune"):  # frozen structure: the counts say it
-            zero = ", ".join(f"layer {s['layer']} {s['kind'].lower()} {s['zero']}/{s['groups']}"
-                             for s in tracked[-1]["group_norms"])
             parts.append(f'<h3>{html.escape(phase)}</h3><p class="note">The zero groups held '
-                         f"at zero while the rest trains; exactly zero after epoch "
-                         f'{tracked[-1]["epoch"]}: {html.escape(zero)}.</p>')
+                         f"at zero while the rest trains; {zero_counts(tracked[-1])}.</p>")
             continue
         if not tracked:
             continue
@@ -223,11 +227,8 @@ def group_norms_html(results):
             if index == len(sets) - 1:
                 share.set_ylabel("groups exactly zero %", color="C3")
         figure.subplots_adjust(wspace=0.55, bottom=0.18)
-        zero = ", ".join(f"layer {s['layer']} {s['kind'].lower()} {s['zero']}/{s['groups']}"
-                         for s in tracked[-1]["group_norms"])
         parts.append(f"<h3>{html.escape(phase)}</h3>{_png(figure)}"
-                     f'<p class="note">Exactly zero after epoch {tracked[-1]["epoch"]}: '
-                     f"{html.escape(zero)}.</p>")
+                     f'<p class="note">{zero_counts(tracked[-1]).capitalize()}.</p>')
         cut = cuts.get(phase)
         if cut:
             parts.append(f'<p class="note">The cut after this phase: {cut_text(cut)}.</p>')

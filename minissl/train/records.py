@@ -145,8 +145,11 @@ def write_text(path, text):
 
 
 def write_json(path, payload):
-    """Write `payload` as strict JSON (json_safe) atomically (write_text)."""
-    write_text(path, json.dumps(json_safe(payload), indent=2, allow_nan=False) + "\n")
+    """Write `payload` as strict JSON (json_safe) atomically (write_text); returns the
+    plain data written."""
+    safe = json_safe(payload)
+    write_text(path, json.dumps(safe, indent=2, allow_nan=False) + "\n")
+    return safe
 
 
 def _cpu_model():
@@ -217,12 +220,11 @@ class RunRecord:
                 "argv": self.argv}
 
     def save(self, complete=False, report_now=False, **status):
-        payload = self.payload(complete, **status)
-        write_json(self.path, payload)
+        written = write_json(self.path, self.payload(complete, **status))
         now = time.perf_counter()
         if self.report and not self._report_failed and (
                 complete or status or report_now or now - self._reported >= self.REPORT_SECONDS):
-            self._write_report(json.loads(json.dumps(json_safe(payload))))
+            self._write_report(written)
             self._reported = now
 
     def _write_report(self, results):
