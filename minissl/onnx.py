@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minissl.atomic import atomic_file
 from minissl.backend import to_numpy
 from minissl.kernels import conv_output_size, pool_output_size
 
@@ -229,13 +230,8 @@ def export(model, path, input_shape, gathered="channels"):
     proto = to_model(model, input_shape, gathered)
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
-    partial = path.with_name(f".{path.name}.part")
-    try:
-        partial.write_bytes(proto.SerializeToString())
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as file:
+        file.write(proto.SerializeToString())
     return path
 
 

@@ -6,10 +6,11 @@ objects, which draw to a file without pyplot: importing minissl neither imports 
 (it loads on the first figure) nor changes the backend a notebook or script has chosen.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from minissl.atomic import atomic_file
 
 
 def _figure(rows=1, columns=1, **options):
@@ -23,10 +24,8 @@ def _figure(rows=1, columns=1, **options):
 
 def _save(figure, path):
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part.png")
-    figure.savefig(partial, dpi=110, bbox_inches="tight")
-    os.replace(partial, path)
+    with atomic_file(path, "wb") as file:
+        figure.savefig(file, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

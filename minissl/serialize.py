@@ -14,22 +14,17 @@ have, is refused with ModelFileError naming the problem.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from minissl import nn
+from minissl.atomic import atomic_file
 from minissl.backend import to_numpy
 
 FORMAT = "minissl-model"
 VERSION = 1
 _ARCHITECTURE = "__architecture__"
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: the process's file-creation mask
 
 
 class ModelFileError(ValueError):
@@ -110,16 +105,8 @@ def save(model, path, metadata=None):
     arrays = {f"state/{key}": to_numpy(value) for key, value in model.state_dict().items()}
     arrays.update({f"index/{key}": value for key, value in _index_arrays(model).items()})
     arrays[_ARCHITECTURE] = np.array(text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-        os.chmod(partial, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0o600
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as file:
+        np.savez_compressed(file, **arrays)
     return path
 
 

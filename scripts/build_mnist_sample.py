@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from minissl import data
+from minissl.atomic import atomic_file
 
 PIXELS = 28 * 28
 
@@ -82,9 +83,8 @@ def main():
         sys.exit(f"expected 10,000 digits, found {len(labels)}")
     if args.full is not None:
         check_against_full(images, labels, args.full)
-    partial = args.out.with_suffix(".part.npz")
-    np.savez_compressed(partial, images=images, labels=labels)
-    os.replace(partial, args.out)
+    with atomic_file(args.out, "wb") as file:
+        np.savez_compressed(file, images=images, labels=labels)
     digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes); SHA-256 {digest}")
     if digest != data.SAMPLE_SHA256:

@@ -37,14 +37,15 @@ def test_group_norm_histograms_count_exact_zeros_apart_and_bin_the_rest_by_decad
 def mlp_run(tmp_path_factory):
     """A short MLP run on the bundled sample: one SSL row with its prox phase, the cut and
     fine-tuning."""
-    out = tmp_path_factory.mktemp("report") / "run"
-    os.environ["MINISSL_REPORT"] = "1"  # as outside the tests (conftest turns reports off)
-    try:
+    folder = tmp_path_factory.mktemp("report")
+    out = folder / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINISSL_REPORT", "1")  # as outside the tests (conftest turns reports off)
+        patch.delenv("MINISSL_DATA", raising=False)  # the bundled sample: a run of seconds
+        patch.setenv("HOME", str(folder / "home"))
         mnist_mlp.main(["--offline", "--out", str(out), "--epochs", "1", "--ssl-epochs", "3",
                         "--finetune-epochs", "1", "--lambda", "0.02", "0.02", "0.02",
                         "--timing-seconds", "0"])
-    finally:
-        os.environ["MINISSL_REPORT"] = "0"
     return out
 
 

@@ -22,13 +22,12 @@ same rules. Outputs of the last layer and of layers feeding a residual block are
 """
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from minissl.atomic import atomic_file
 from minissl.backend import to_numpy
 from minissl.compact.chain import layer_chain, static_chain, trace_shapes
 from minissl.nn.protocol import CompactionError, LayerNotDeclared, Role, undeclared
@@ -109,16 +108,8 @@ class CompactionPlan:
 
     def save_json(self, path):
         """Write the plan as JSON to `path`, atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                           suffix=".part")
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(self.to_json())
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as file:
+            file.write(self.to_json())
 
     @classmethod
     def from_dict(cls, data):

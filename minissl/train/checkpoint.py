@@ -14,15 +14,14 @@ atomically (a temporary file, then a rename).
 """
 
 import json
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from minissl import to_numpy
+from minissl.atomic import atomic_file
 from minissl.backend import xp_of
 
 FOLDER = "checkpoints"
@@ -57,15 +56,8 @@ class PhaseCheckpoints:
                 "schedule_t": schedule.t, "velocities": len(optimizer.velocity),
                 "rng": rng.bit_generator.state, "history": history}
         arrays["meta"] = np.array(json.dumps(meta))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".npz.part")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-            os.replace(partial, self.path(phase))
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.path(phase), "wb") as file:
+            np.savez(file, **arrays)
 
     def load(self, phase, epochs):
         """The saved state of `phase` as (meta dict, arrays dict), or None when there is

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from minissl.atomic import atomic_file
+
 LOCK_NAME = ".minissl-run.lock"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: the process's file-creation mask
 
 _current = {"record": None}
 
@@ -131,16 +131,8 @@ def write_text(path, text):
     """Write `text` to `path` atomically: into a temporary file with a unique name beside
     `path`, then renamed over it. A failed write leaves no partial file. Returns the Path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.chmod(partial, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0o600
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as file:
+        file.write(text)
     return path
 
 
