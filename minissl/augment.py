@@ -47,10 +47,15 @@ def normalize(images, mean, std):
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"normalize expects uint8 images (N, C, H, W), got "
                          f"{images.dtype} {images.shape}")
-    mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
-    scale = (1 / (255 * np.asarray(std, np.float32))).reshape(1, -1, 1, 1)
-    return (images * scale - mean / np.asarray(std, np.float32).reshape(1, -1, 1, 1)).astype(
-        np.float32, copy=False)
+    std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    scale = 1 / (255 * std)
+    shift = np.asarray(mean, np.float32).reshape(1, -1, 1, 1) / std
+    out = np.empty(images.shape, np.float32)
+    for start in range(0, len(images), 1000):  # in place, a slice at a time: no temporaries
+        part = out[start:start + 1000]
+        np.multiply(images[start:start + 1000], scale, out=part)  # x / (255 std) ...
+        part -= shift  # ... - mean / std
+    return out
 
 
 def random_crop_flip(images, rng, pad=PAD):

@@ -3,6 +3,7 @@ images, and its flags."""
 
 import json
 
+import numpy as np
 import pytest
 
 from minissl.experiments import cifar_resnet
@@ -82,3 +83,70 @@ def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch, tmp_path):
             cifar_resnet.main(["--depth", "8", "--synthetic", "40", "--no-baseline", "--out",
                                str(tmp_path / str(index)), *flags])
         assert seen.value.args[0] == floor
+
+
+class _Captured(Exception):
+    """Stops a run once the SSL row's starting weights are seen."""
+
+
+def test_the_ssl_row_starts_from_a_saved_resnet_and_refuses_one_of_another_depth(
+        tmp_path, monkeypatch):
+    import minissl
+    from minissl import models, train
+
+    trained = models.resnet_cifar(8, seed=5)  # any weights other than a fresh seed-0 model's
+    path = minissl.save(trained, tmp_path / "resnet8.npz")
+    seen = []
+
+    def capture(self, model, *args, **kwargs):
+        seen.append(model.state_dict())
+        raise _Captured
+
+    monkeypatch.setattr(train.Trainer, "ssl", capture)
+    quick = ["--synthetic", "40", "--timing-seconds", "0", "--no-baseline", "--depth", "8"]
+    with pytest.raises(_Captured):
+        cifar_resnet.main(quick + ["--ssl-from-baseline", str(path), "--out",
+                                   str(tmp_path / "run")])
+    for key, value in trained.state_dict().items():
+        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+    with pytest.raises(SystemExit, match="do not fit this experiment's model"):
+        cifar_resnet.main(["--synthetic", "40", "--no-baseline", "--depth", "20",
+                           "--ssl-from-baseline", str(path), "--out", str(tmp_path / "run2")])
+
+
+def test_from_zoo_measures_the_stored_rows_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    import minissl
+    from minissl import cifar, data, models, train, zoo
+    try:
+        cifar.cifar10(None, download=False)
+    except data.DataError:
+        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
+    model = models.resnet_cifar(8, seed=3).eval()
+    for parameter in dict(cifar_resnet.blocks_of(model))["4"].branch.parameters():
+        parameter.data[...] = 0  # the second stage's only branch: a removable block
+    folder = tmp_path / "zoo" / "cifar_resnet"
+    folder.mkdir(parents=True)
+    path = minissl.save(model, folder / "ssl_resnet8.npz")
+    # a recorded error the weights do not have: the demo must say so, not print the record
+    (folder / "ssl_resnet8.json").write_text(json.dumps({
+        "row": "SSL-ResNet-6", "error": 0.125, "command": "made by a test", "commit": "0" * 40,
+        "sha256": zoo.sha256(path)}))
+    monkeypatch.setattr(zoo, "FOLDER", tmp_path / "zoo")
+    monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
+    monkeypatch.setattr(train.Trainer, "ssl", lambda *args, **kwargs: pytest.fail("trained"))
+    out = tmp_path / "run"
+    cifar_resnet.main(["--from-zoo", "--depth", "8", "--timing-seconds", "0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "the zoo holds no resnet8 row of cifar_resnet yet" in printed
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert f"test error {row['error']:.2%}, NOT the same as the zoo's record (12.50%)" in printed
+    assert "same predictions on all 10,000 test images" in printed
+    assert row["zoo"] == {"entry": "cifar_resnet/ssl_resnet8", "recorded_error": 0.125,
+                          "command": "made by a test", "commit": "0" * 40}
+    assert 0.5 < row["error"] < 1  # untrained weights
+    assert row["name"] == "SSL-ResNet-6 (zoo)" and row["layers_per_stage"] == [2, 0, 2]
+    assert results["history"] == []
+    with pytest.raises(SystemExit):
+        cifar_resnet.parse_args(["--from-zoo", "--synthetic", "100"])
+    assert "drop --synthetic" in capsys.readouterr().err

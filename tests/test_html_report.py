@@ -3,7 +3,6 @@ the epochs, the group norms under the proximal step, the cut and the compaction,
 run was interrupted or a row diverged, and opens in a real browser without a console error."""
 
 import json
-import os
 import re
 import shutil
 import subprocess

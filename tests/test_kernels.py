@@ -313,6 +313,23 @@ def test_numba_batch_norm_equals_reference(batch, channels, height, width, dtype
         np.testing.assert_allclose(got, expected, **tolerance)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**16))
+def test_numba_channel_affine_equals_reference_bit_for_bit(batch, channels, height, width, dtype,
+                                                          seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((batch, channels, height, width)) * 3 + 1).astype(dtype)
+    scale, shift = (rng.standard_normal(channels).astype(dtype) for _ in range(2))
+    np.testing.assert_array_equal(numba_cpu.channel_affine(x, scale, shift),
+                                  reference.channel_affine(x, scale, shift))
+    expected = x * scale[None, :, None, None] + shift[None, :, None, None]
+    np.testing.assert_array_equal(kernels.channel_affine(x[:, :, ::-1], scale, shift),
+                                  expected[:, :, ::-1])  # a strided view is made contiguous
+    with pytest.raises(ValueError, match="must be"):
+        kernels.channel_affine(x, scale[:1].repeat(channels + 1), shift)
+
+
 @pytest.mark.parametrize("kernel, padding, height, width", [(3, 1, 8, 8), (5, 2, 7, 9), (1, 0, 4, 6)])
 def test_numba_im2col_same_size_fast_path_equals_reference(kernel, padding, height, width):
     """Stride 1 with an output as large as the input takes the one-shifted-copy path."""

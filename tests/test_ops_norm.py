@@ -19,6 +19,9 @@ def test_batch_norm_train_mode_gradients(rng):
 def test_batch_norm_eval_mode_gradients(rng):
     x, gamma, beta = rng.standard_normal((3, 2, 3, 2)), rng.uniform(0.5, 2, 2), rng.standard_normal(2)
     assert gradcheck(_norm(False), [x, gamma, beta])
+    mean, var = np.array([0.7, -1.5]), np.array([2.5, 0.3])  # running statistics of a trained net
+    assert gradcheck(lambda x, gamma, beta: ops.batch_norm(x, gamma, beta, mean, var, False),
+                     [x, gamma, beta])
 
 
 def test_batch_norm_train_output_has_zero_mean_unit_variance_per_channel(rng):

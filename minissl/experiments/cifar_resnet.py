@@ -6,12 +6,15 @@ depth-wise sparsity experiment (Wen et al. 2016, section 4.3, Figure 6).
     python -m demos.cifar_resnet --depth 32        # ResNet-32
     python -m demos.cifar_resnet --quick           # a 4,000-image subset, one epoch per phase
     python -m demos.cifar_resnet --synthetic 1000  # random images: a smoke test, no data needed
+    python -m demos.cifar_resnet --from-zoo        # no training: the zoo's trained rows
+    python -m demos.cifar_resnet --no-baseline --ssl-from-baseline zoo:cifar_resnet/resnet20
     python -m demos.cifar_resnet --help
 
 The baseline trains with SGD (momentum 0.9, weight decay 1e-4) and a per-step cosine
 learning rate on normalized images with random crops and flips. The SSL row trains from
-scratch with a DEPTH group on every residual branch (its two convolutions and BatchNorms,
-never the shortcut), applied by the proximal step with --depth-lambda; branches whose norm
+scratch (or, with --ssl-from-baseline, from a trained ResNet) with a DEPTH group on every
+residual branch (its two convolutions and BatchNorms, never the shortcut), applied by the
+proximal step with --depth-lambda; branches whose norm
 ends below --cut are zeroed (reported), the rest is fine-tuned with them held at zero, and
 the network is compacted: a zero branch leaves relu(shortcut(x)), so its block becomes that
 (checked to predict the same class on every test image) and the whole network is timed at
@@ -28,6 +31,8 @@ removed one: SSL-ResNet-18, 13.66%).
 He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epochs 164
 --ssl-epochs 164 --finetune-epochs 20 follows it.
 """
+
+import functools
 
 import numpy as np
 
@@ -62,6 +67,11 @@ DEFAULT_DEPTH_LAMBDA = 0.15
 DEFAULT_PROX_LR_FLOOR = 0.01
 
 
+def zoo_entries(depth):
+    """--from-zoo: the zoo entries of a ResNet depth, in table order (baseline first)."""
+    return [f"resnet{depth}", f"ssl_resnet{depth}"]
+
+
 def parse_args(argv):
     parser = flags.parser_for(__doc__, "python -m demos.cifar_resnet")
     flags.add_training_arguments(parser, epochs=EPOCHS["epochs"], lr=0.1, weight_decay=1e-4,
@@ -74,7 +84,10 @@ def parse_args(argv):
                             f"{DEFAULT_DEPTH_LAMBDA}; 0: baseline only)")
     flags.add_ssl_schedule_arguments(group, EPOCHS["ssl_epochs"], EPOCHS["finetune_epochs"],
                                    finetune_lr=0.01, prox_lr_floor=DEFAULT_PROX_LR_FLOOR)
+    flags.add_start_from_baseline_argument(group)
+    flags.add_from_zoo_argument(parser, "cifar_resnet (the rows of --depth)")
     args = parser.parse_args(argv)
+    flags.check_from_zoo(parser, vars(args))
     flags.check_ssl_flags(parser, vars(args), [args.depth_lambda])
     if args.depth < 8 or (args.depth - 2) % 6:
         parser.error(f"--depth must be 6n + 2 (20, 32, 44, ...), got {args.depth}")
@@ -157,26 +170,30 @@ def depth_rules(model, depth_lambda):
             for name, _ in blocks_of(model)]
 
 
-def main(argv=None):
-    begun = cli.begin("cifar_resnet", parse_args, argv)
+def zoo_row(entry, model, trainer, timing):
+    """A --from-zoo row: the stored ResNet measured like a trained one, named by its depth."""
+    row = result_row(entry, model, trainer, timing)
+    baseline = not entry.startswith("ssl_")
+    return {**row, "name": f"{'ResNet' if baseline else 'SSL-ResNet'}-{row['layers']} (zoo)"}
+
+
+def train_rows(begun, trainer, build, start):
+    """The baseline (unless --no-baseline) and the SSL-ResNet row (unless --depth-lambda 0),
+    trained and added to the run's record. build(seed=...): the model; start["weights"]:
+    the baseline an SSL row starts from under --ssl-from-baseline SOURCE (None: this run's)."""
     args, record, timing = begun.args, begun.record, begun.timing
-    split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
-                                        args.quick, (QUICK_TRAIN, QUICK_TEST))
-    record.set(dataset=facts, depth=args.depth, paper_points=PAPER_POINTS)
     # the --quick subset keeps its few epochs: no scaling to the full set's number of steps
     epochs = begun.epochs(50000, EPOCHS, QUICK_EPOCHS, full_size=50000)
-    trainer = begun.trainer(split, augment.random_crop_flip)
-
-    def build(seed):
-        return models.resnet_cifar(args.depth, seed=seed)
 
     def baseline_row():
         model = cli.model_from(build, args.seed)
         trainer.fit(model, "baseline", epochs["epochs"])
+        start["weights"] = model.state_dict()
         return result_row(f"ResNet-{args.depth}", model, trainer, timing)
 
     def ssl_row():
-        model = cli.model_from(build, args.seed)
+        model = cli.model_from(build, args.seed,
+                               cli.ssl_start_weights(args.ssl_from_baseline, start))
         rules = depth_rules(model, args.depth_lambda)
         lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
         outcome = trainer.ssl(model, lasso, "SSL-ResNet", begun.ssl_schedule(
@@ -188,6 +205,23 @@ def main(argv=None):
         cli.train_row(record, f"ResNet-{args.depth}", baseline_row)
     if args.depth_lambda > 0:
         cli.train_row(record, "SSL-ResNet", ssl_row)
+
+
+def main(argv=None):
+    begun = cli.begin("cifar_resnet", parse_args, argv)
+    args, record, timing = begun.args, begun.record, begun.timing
+    build = functools.partial(models.resnet_cifar, args.depth)
+    # read and checked before any training
+    start = {"weights": cli.baseline_weights(args.ssl_from_baseline, build)}
+    split, facts = cli.load_cifar_split(args.data, args.download, args.synthetic, args.seed,
+                                        args.quick, (QUICK_TRAIN, QUICK_TEST))
+    record.set(dataset=facts, depth=args.depth, paper_points=PAPER_POINTS)
+    trainer = begun.trainer(split, augment.random_crop_flip)
+    if args.from_zoo:
+        cli.zoo_rows(record, "cifar_resnet", zoo_entries(args.depth),
+                     lambda entry, model, info: zoo_row(entry, model, trainer, timing))
+    else:
+        train_rows(begun, trainer, build, start)
     cli.finish(record, facts, lambda rows: print_table(rows, args.depth),
                lambda rows: plots.depth_figure(rows, PAPER_POINTS, args.out / "depth.png"),
                depth=args.depth, paper_points=PAPER_POINTS)

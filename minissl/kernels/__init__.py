@@ -286,6 +286,18 @@ def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
     mean, inv_std, gamma = (xp.ascontiguousarray(v, dtype=x.dtype) for v in (mean, inv_std, gamma))
     return _variant(x).batch_norm_backward(grad_out, x, mean, inv_std, gamma)
 
+def channel_affine(x, scale, shift):
+    """x * scale[c] + shift[c] for every channel c: batch normalization with fixed
+    statistics, in one pass. Shapes: x (B, C, H, W), scale, shift (C,) -> (B, C, H, W);
+    scale and shift are cast to x's dtype."""
+    _check_float("channel_affine input", x, 4)
+    xp = xp_of(x)
+    x = xp.ascontiguousarray(x)
+    scale, shift = (xp.ascontiguousarray(v, dtype=x.dtype) for v in (scale, shift))
+    if scale.shape != (x.shape[1],) or shift.shape != (x.shape[1],):
+        raise ValueError(f"scale {scale.shape} and shift {shift.shape} must be ({x.shape[1]},)")
+    return _variant(x).channel_affine(x, scale, shift)
+
 
 def relu_forward(x):
     """max(x, 0) elementwise (NaN stays NaN). Shapes: x (any) -> the same shape."""

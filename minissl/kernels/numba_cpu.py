@@ -473,6 +473,27 @@ def batch_norm_forward(x, gamma, beta, eps):
     return y, mean, var
 
 
+@njit(parallel=True, cache=True)
+def channel_affine(x, scale, shift):
+    """y = x * scale[c] + shift[c] per channel (see reference.channel_affine).
+
+    Shapes: x (B, C, H, W), scale, shift (C,) -> y (B, C, H, W). One pass over memory; the
+    B*C planes of H*W values are split over the threads. No fastmath: a multiply, then an
+    add, as NumPy rounds them, so the result equals the reference bit for bit.
+    """
+    batch, channels, height, width = x.shape
+    pixels = height * width
+    y = np.empty_like(x)
+    flat_x, flat_y = x.reshape(-1), y.reshape(-1)
+    for plane in prange(batch * channels):
+        c = plane % channels
+        scale_c, shift_c = scale[c], shift[c]
+        base = U(plane * pixels)
+        for i in range(pixels):
+            flat_y[base + U(i)] = flat_x[base + U(i)] * scale_c + shift_c
+    return y
+
+
 @njit(parallel=True, cache=True, fastmath=_SUMS)
 def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
     """Gradient of batch_norm_forward (see reference.batch_norm_backward).

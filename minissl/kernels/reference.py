@@ -214,6 +214,14 @@ def batch_norm_backward(grad_out, x, mean, inv_std, gamma):
     return grad_x, grad_gamma, grad_beta
 
 
+def channel_affine(x, scale, shift):
+    """y = x * scale[c] + shift[c] per channel: batch normalization with fixed statistics
+    (scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale).
+
+    Shapes: x (B, C, H, W), scale, shift (C,) -> y (B, C, H, W).
+    """
+    return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
 
 def relu_forward(x):
     """max(x, 0), elementwise; NaN stays NaN. Shapes: x (any) -> the same shape."""

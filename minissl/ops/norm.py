@@ -52,17 +52,23 @@ class BatchNormTrain(Function):
 
 
 class BatchNormEval(Function):
+    """Normalization with the running statistics: a fixed per-channel affine map,
+    y = x * scale + shift with scale = gamma / sqrt(running_var + eps) and
+    shift = beta - running_mean * scale, in one pass (kernels.channel_affine). Backward
+    (rare: a frozen BatchNorm in a model that trains) rebuilds x_hat from x."""
+
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, eps):
         inv_std = 1.0 / xp_of(x).sqrt(running_var + eps)  # (C,)
-        ctx.x_hat = (x - _per_channel(running_mean)) * _per_channel(inv_std)
-        ctx.scale = gamma * inv_std
-        return ctx.x_hat * _per_channel(gamma) + _per_channel(beta)
+        scale = gamma * inv_std
+        ctx.x, ctx.mean, ctx.inv_std, ctx.scale = x, running_mean, inv_std, scale
+        return kernels.channel_affine(x, scale, beta - running_mean * scale)
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_x = grad_out * _per_channel(ctx.scale) if ctx.needs_grad[0] else None
-        return grad_x, (grad_out * ctx.x_hat).sum(axis=_AXES), grad_out.sum(axis=_AXES)
+        x_hat = (ctx.x - _per_channel(ctx.mean)) * _per_channel(ctx.inv_std)
+        return grad_x, (grad_out * x_hat).sum(axis=_AXES), grad_out.sum(axis=_AXES)
 
 
 def batch_norm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
