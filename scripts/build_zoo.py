@@ -4,19 +4,21 @@
     python scripts/build_zoo.py runs/convnet80_base --command "..." --entry baseline=baseline
     python scripts/build_zoo.py runs/convnet80_ssl23 --command "..." --entry "SSL x1=row2"
 
-For each trained row of the run's results.json (an mnist_mlp, mnist_lenet or cifar_convnet
-run), the
-weights its last phase finished with are read from the run's checkpoints and the row's test
-error is measured again on the run's dataset: it must equal the recorded one to the image.
+For each trained row of the run's results.json (an mnist_mlp, mnist_lenet, cifar_convnet or
+cifar_resnet run), the weights its last phase finished with are read from the run's
+checkpoints and the row's test error is measured again on the run's dataset: it must equal
+the recorded one to the image.
 An MLP's SSL row is stored compacted (checked to predict the same class on every test image);
-a LeNet or ConvNet row is stored as trained, sparse, so that compaction and timing can be
+a LeNet, ConvNet or ResNet row is stored as trained, sparse, so that compaction and timing can be
 redone from it. Each model is written with minissl.save beside a JSON record (command, commit, seed,
 dataset with its normalization, error, what each layer keeps, SHA-256 of the file).
 --entry ROW=NAME picks the rows to store and names them; without it every row is stored,
-"baseline" as baseline and "SSL N" / "SSL xS" as sslN / sslxS.
+"baseline" as baseline and "SSL N" / "SSL xS" as sslN / sslxS; a ResNet-D run's rows as
+resnetD and ssl_resnetD.
 """
 
 import argparse
+import functools
 import json
 import re
 import subprocess
@@ -33,6 +35,7 @@ from minissl.train.report import kept_per_layer  # noqa: E402
 MLP_FIELDS = ("neurons",)
 LENET_FIELDS = ("filters", "channels", "columns", "nonzero")
 CONVNET_FIELDS = ("row_sparsity", "column_sparsity", "filters", "columns")
+RESNET_FIELDS = ("layers", "layers_per_stage")
 
 
 def mlp_split(results):
@@ -47,28 +50,43 @@ def convnet_split(results):
     return cli.load_cifar_split(None, False, None, results["seed"], False, None)
 
 
-# experiment: (its test split, its model, whether SSL rows are stored compacted, row fields kept)
+def resnet_of(results):
+    return functools.partial(models.resnet_cifar, results["depth"])
+
+
+# experiment: (its test split, its model from results.json, whether SSL rows are stored
+# compacted, row fields kept)
 EXPERIMENTS = {
-    "mnist_mlp": (mlp_split, models.mlp, True, MLP_FIELDS),
-    "mnist_lenet": (lenet_split, models.lenet, False, LENET_FIELDS),
-    "cifar_convnet": (convnet_split, models.cifar_convnet, False, CONVNET_FIELDS),
+    "mnist_mlp": (mlp_split, lambda results: models.mlp, True, MLP_FIELDS),
+    "mnist_lenet": (lenet_split, lambda results: models.lenet, False, LENET_FIELDS),
+    "cifar_convnet": (convnet_split, lambda results: models.cifar_convnet, False, CONVNET_FIELDS),
+    "cifar_resnet": (convnet_split, resnet_of, False, RESNET_FIELDS),
 }
 
 
-def default_entry(row_name):
-    """The zoo name of a row without --entry: baseline, sslN, sslxS."""
-    if row_name == "baseline":
+def is_baseline(row):
+    """The baseline row: "baseline", or "ResNet-D" in a cifar_resnet run."""
+    return row["name"] == "baseline" or row["name"].startswith("ResNet-")
+
+
+def default_entry(row, results):
+    """The zoo name of a row without --entry: baseline, sslN, sslxS; resnetD, ssl_resnetD."""
+    if results.get("experiment") == "cifar_resnet":
+        return f"{'resnet' if is_baseline(row) else 'ssl_resnet'}{results['depth']}"
+    if row["name"] == "baseline":
         return "baseline"
-    return "ssl" + re.sub(r"[^0-9a-z.]+", "_", row_name.lower().removeprefix("ssl").strip())
+    return "ssl" + re.sub(r"[^0-9a-z.]+", "_", row["name"].lower().removeprefix("ssl").strip())
 
 
 def last_phase(row, results):
-    """The checkpoint phase a row's weights finished in."""
-    if row["name"] == "baseline":
+    """The checkpoint phase a row's weights finished in (an SSL-ResNet-N row trained as the
+    phases of "SSL-ResNet")."""
+    if is_baseline(row):
         return "baseline"
+    name = "SSL-ResNet" if row["name"].startswith("SSL-ResNet") else row["name"]
     if results.get("finetune_epochs"):
-        return f"{row['name']} fine-tune"
-    return f"{row['name']} ({row.get('mode', 'proximal')})"
+        return f"{name} fine-tune"
+    return f"{name} ({row.get('mode', 'proximal')})"
 
 
 def trained_entries(run, results, build, names):
@@ -78,7 +96,7 @@ def trained_entries(run, results, build, names):
             continue
         model = build(seed=results["seed"])
         model.load_state_dict(checkpoint.finished_weights(run, last_phase(row, results)))
-        yield row, (names or {}).get(row["name"], default_entry(row["name"])), model
+        yield row, (names or {}).get(row["name"], default_entry(row, results)), model
 
 
 def parse_entries(parser, pairs):
@@ -95,7 +113,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python scripts/build_zoo.py",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="the --out folder of a finished mnist_mlp, "
-                                               "mnist_lenet or cifar_convnet run")
+                                               "mnist_lenet, cifar_convnet or cifar_resnet run")
     parser.add_argument("--command", required=True, help="the command that made the run")
     parser.add_argument("--entry", action="append", default=[], metavar="ROW=NAME",
                         help="store the row named ROW (as results.json names it) as NAME; "
@@ -110,7 +128,8 @@ def main(argv=None):
     experiment = results.get("experiment")
     if not results.get("complete") or experiment not in EXPERIMENTS:
         sys.exit(f"error: {args.run} holds no finished run of {' or '.join(EXPERIMENTS)}")
-    load_split, build, store_compacted, fields = EXPERIMENTS[experiment]
+    load_split, build_of, store_compacted, fields = EXPERIMENTS[experiment]
+    build = build_of(results)
     missing = set(names) - {row["name"] for row in results["rows"]}
     if missing:
         sys.exit(f"error: {args.run} has no row {', '.join(sorted(missing))}")
@@ -126,7 +145,7 @@ def main(argv=None):
         if error != row["error"] and not args.accept_measured:
             sys.exit(f"error: {row['name']}: measured {error} but the run recorded {row['error']} "
                      f"(--accept-measured stores the measured one and says both)")
-        compacted = store_compacted and row["name"] != "baseline"
+        compacted = store_compacted and not is_baseline(row)
         stored, plan = model, compact.plan_compaction(model, split[2].shape[1:])
         if compacted:
             stored, plan = compact.compact(model, split[2].shape[1:])
