@@ -89,6 +89,30 @@ def test_the_report_is_rebuilt_from_results_json_alone_and_says_what_is_unfinish
     assert "before its first epoch" in html_report.render({"experiment": "x", "rows": []})
 
 
+def test_depth_groups_are_drawn_as_one_line_per_branch_in_one_panel():
+    model = models.resnet_cifar(8, seed=0)
+    rules = [GroupRule(f"{index}.branch", GroupKind.DEPTH, 0.1) for index in (3, 4, 5)]
+    lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules))
+    summaries = lasso.norm_histograms()
+    assert [len(summary["norms"]) for summary in summaries] == [1, 1, 1]  # a few groups: kept
+    assert summaries[0]["norms"][0] == pytest.approx(float(lasso.group_sets[0].norms()))
+    assert "norms" not in ssl.GroupLasso(models.mlp(seed=0), ssl.SSLConfig(
+        [GroupRule("0", GroupKind.NEURON_IN, 0.1)])).norm_histograms()[0]  # 784 groups: not
+    history = []
+    for epoch in (1, 2, 3):  # the first branch shrinks to exactly zero
+        epoch_sets = [dict(summary, norms=[summary["norms"][0] / 10 ** (2 * epoch)])
+                      if index == 0 else summary for index, summary in enumerate(summaries)]
+        if epoch == 3:
+            epoch_sets[0] = dict(epoch_sets[0], norms=[0.0], zero=1)
+        history.append({"phase": "SSL-ResNet", "epoch": epoch, "loss": 1.0, "train_error": 0.5,
+                        "test_error": 0.5, "seconds": 1.0, "group_norms": epoch_sets})
+    page = html_report.render({"experiment": "cifar_resnet", "rows": [], "history": history})
+    section = page[page.index("The group lasso at work"):]
+    assert "One line per group" in section
+    assert section[:section.index("Exactly zero after epoch 3")].count("data:image/png") == 1
+    assert "layer 3.branch depth 1/1" in section
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None,
                     reason="Chromium is not installed (apt-get install chromium)")
 def test_the_report_opens_in_headless_chromium_without_a_console_error(mlp_run, tmp_path):

@@ -59,12 +59,14 @@ class GroupRule:
 # The log10 group-norm bins of norm_histograms: 28 bins of a quarter decade from 1e-6 to 10
 # (a nonzero norm below 1e-6 counts in the first bin, one above 10 in the last).
 NORM_BINS = (-6.0, 1.0, 28)
+FEW_GROUPS = 4  # a group set this small also keeps its norms themselves (e.g. a depth group)
 
 
 def norm_histograms(group_sets):
     """Per group set, how its group norms are spread: {"layer", "kind", "groups", "zero"
-    (groups exactly zero), "counts" (the nonzero ones per NORM_BINS log10 bin)}; what a
-    run keeps per epoch to show the proximal step pulling groups to zero."""
+    (groups exactly zero), "counts" (the nonzero ones per NORM_BINS log10 bin)}, plus
+    "norms" (each group's norm) for a set of at most FEW_GROUPS groups; what a run keeps per
+    epoch to show the proximal step pulling groups to zero."""
     low, high, bins = NORM_BINS
     summaries = []
     for group_set in group_sets:
@@ -72,9 +74,12 @@ def norm_histograms(group_sets):
         nonzero = norms[norms > 0]
         counts, _ = np.histogram(np.clip(np.log10(nonzero), low, high), bins=bins,
                                  range=(low, high))
-        summaries.append({"layer": group_set.layer, "kind": group_set.kind.name,
-                          "groups": int(norms.size), "zero": int(norms.size - nonzero.size),
-                          "counts": counts.tolist()})
+        summary = {"layer": group_set.layer, "kind": group_set.kind.name,
+                   "groups": int(norms.size), "zero": int(norms.size - nonzero.size),
+                   "counts": counts.tolist()}
+        if norms.size <= FEW_GROUPS:
+            summary["norms"] = [float(norm) for norm in norms.ravel()]
+        summaries.append(summary)
     return summaries
 
 

@@ -211,6 +211,15 @@ def group_norms_html(results):
         if not tracked:
             continue
         sets = tracked[0]["group_norms"]
+        if all("norms" in summary for entry in tracked for summary in entry["group_norms"]):
+            parts.append(f"<h3>{html.escape(phase)}</h3>{few_groups_png(plt, tracked)}"
+                         f'<p class="note">One line per group (each residual branch of a '
+                         f"ResNet is one); a group exactly zero is drawn on the bottom edge. "
+                         f"{zero_counts(tracked[-1]).capitalize()}.</p>")
+            cut = cuts.get(phase)
+            if cut:
+                parts.append(f'<p class="note">The cut after this phase: {cut_text(cut)}.</p>')
+            continue
         figure, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 2.9), squeeze=False)
         for index, (axis, first) in enumerate(zip(axes[0], sets)):
             counts = np.array([entry["group_norms"][index]["counts"] for entry in tracked]).T
@@ -238,6 +247,25 @@ def group_norms_html(results):
             "norm falls in each quarter decade (nonzero norms below 1e-6 in the lowest bin); "
             "the red line is the share of groups exactly zero, which only the proximal step "
             "(and the cut) makes.</p>" + "".join(parts))
+
+
+def few_groups_png(plt, tracked):
+    """One panel for group sets of a few groups each (ResNet depth groups: one per set): each
+    group's norm per epoch on a log scale, exact zeros on the bottom edge."""
+    low = 10.0 ** NORM_BINS[0]
+    epochs = [entry["epoch"] for entry in tracked]
+    figure, axis = plt.subplots(figsize=(7.5, 3.4))
+    for index, first in enumerate(tracked[0]["group_norms"]):
+        for group in range(len(first["norms"])):
+            norms = [max(entry["group_norms"][index]["norms"][group], low) for entry in tracked]
+            label = f"layer {first['layer']}" + (f" #{group}" if len(first["norms"]) > 1 else "")
+            axis.plot(epochs, norms, marker=".", label=label, color=f"C{index % 10}",
+                      linestyle=("-", "--", ":")[index // 10 % 3])
+    axis.set(yscale="log", ylim=(low / 2, None), xlabel="epoch", ylabel="group norm")
+    axis.axhline(low, color="grey", linewidth=0.6)
+    axis.text(epochs[0], low * 1.6, "exactly zero (and below 1e-6)", fontsize=7, color="grey")
+    axis.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _png(figure)
 
 
 def cut_text(cut):
