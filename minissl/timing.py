@@ -15,10 +15,11 @@ Layer speeds and the tuner time each sample as a burst of back-to-back calls of 
 (BURST_SECONDS, see compare): the layer as a forward pass runs it, on data still in the
 cache. Every figure carries its spread, the interquartile range (IQR) over the samples; a
 comparison whose spread is wider than MAX_SPREAD is measured again (up to MAX_ATTEMPTS times,
-keeping the tightest). A speedup is the median of the per-round ratios of two calls timed
-side by side. `LayerSpeed.flags()` names a speedup that the FLOPs cannot explain: above the
-layer's FLOP-ideal by more than IDEAL_MARGIN, or an unchanged layer (100% of its FLOPs) off
-1.00x by more than NOISE_BAND. Those are machine noise, never results.
+keeping the tightest; a smoke test, min_seconds 0, measures once). A speedup is the median
+of the per-round ratios of two calls timed side by side. `LayerSpeed.flags()` names a
+speedup that the FLOPs cannot explain: above the layer's FLOP-ideal by more than
+IDEAL_MARGIN, or an unchanged layer (100% of its FLOPs) off 1.00x by more than NOISE_BAND.
+Those are machine noise, never results.
 """
 
 import time
@@ -38,6 +39,7 @@ MAX_SPREAD = 0.25     # widest acceptable IQR / median of a timed call
 BURST_SECONDS = 2e-3  # layer_speed: each sample, back-to-back calls of one layer this long
 MAX_BURST = 50        # ... at most this many calls
 MAX_ATTEMPTS = 3      # a comparison wider than that is measured again, this often in all
+TUNE_REPEATS, TUNE_WARMUP = 7, 2  # tune_convolution: rounds and warm-up calls per path
 IDEAL_MARGIN = 0.15   # a speedup above FLOP-ideal * (1 + this) is flagged
 NOISE_BAND = 0.10     # an unchanged layer's speedup outside 1 +- this (and its IQR) is flagged
 
@@ -104,7 +106,8 @@ def measure(function, repeats=20, warmup=3, min_seconds=0.0):
     return Timing.of(samples)
 
 
-def compare(functions, repeats=20, warmup=3, min_seconds=0.0, burst_seconds=0.0):
+def compare(functions, repeats=20, warmup=3, min_seconds=0.0, burst_seconds=0.0,
+            attempts=MAX_ATTEMPTS):
     """Time several calls side by side: rounds of one sample each, in turn, so that a slow
     stretch of a shared machine hits all of them alike. The order alternates (a b c, c b a,
     ...) because the call after another one's cache traffic is measurably slower: a layer
@@ -118,7 +121,7 @@ def compare(functions, repeats=20, warmup=3, min_seconds=0.0, burst_seconds=0.0)
     pays for that eviction; the rest do not.
 
     When some call's spread (IQR / median) is wider than MAX_SPREAD, the whole comparison is
-    measured again, up to MAX_ATTEMPTS times, and the attempt with the narrowest widest
+    measured again, up to `attempts` times in all, and the attempt with the narrowest widest
     spread is kept. Returns (one Timing per function, seconds per call; the per-round samples:
     a list per function, for `Ratio.of`).
     """
@@ -137,7 +140,7 @@ def compare(functions, repeats=20, warmup=3, min_seconds=0.0, burst_seconds=0.0)
             calls = int(min(MAX_BURST, max(1, round(burst_seconds / max(last, 1e-9)))))
         bursts.append(calls)
     kept = None
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(attempts):
         samples = _rounds(functions, bursts, repeats, min_seconds)
         timings = [Timing.of(times) for times in samples]
         widest = max(timing.spread for timing in timings)
@@ -252,7 +255,8 @@ class ConvChoice:
     seconds: dict
 
 
-def tune_convolution(name, layer, x, repeats=7, warmup=2, burst_seconds=BURST_SECONDS):
+def tune_convolution(name, layer, x, repeats=TUNE_REPEATS, warmup=TUNE_WARMUP,
+                     burst_seconds=BURST_SECONDS, attempts=MAX_ATTEMPTS):
     """Time `layer` (a Conv2d or GatheredConv2d) on x on each inference path (im2col + BLAS,
     the tile kernel, the shifted-runs kernel; kernels/choice.py), side by side (bursts of
     calls, as in compare), and return the fastest as a ConvChoice. Changes nothing: apply it
@@ -267,9 +271,19 @@ def tune_convolution(name, layer, x, repeats=7, warmup=2, burst_seconds=BURST_SE
     paths = kernels.ALGORITHMS
     with no_grad():
         times, _ = compare([lambda path=path: layer.forward_with(x, path) for path in paths],
-                           repeats, warmup, burst_seconds=burst_seconds)
+                           repeats, warmup, burst_seconds=burst_seconds, attempts=attempts)
     seconds = {path: timed.median for path, timed in zip(paths, times)}
     return ConvChoice(name, x.shape[0], min(seconds, key=seconds.get), seconds)
+
+
+def _effort(repeats, warmup, min_seconds):
+    """How hard a speed measurement of `repeats` rounds and `min_seconds` tunes its conv
+    layers, and how often it measures a noisy comparison again: as tune_convolution does by
+    default, within `repeats` and `warmup`; a smoke test (min_seconds 0, whose speedups mean
+    nothing) measures once. Returns (keyword arguments of tune_convolution(s), attempts)."""
+    attempts = 1 if min_seconds == 0 else MAX_ATTEMPTS
+    return {"repeats": min(repeats, TUNE_REPEATS), "warmup": min(warmup, TUNE_WARMUP),
+            "attempts": attempts}, attempts
 
 
 class _ConvInputs:
@@ -285,7 +299,8 @@ class _ConvInputs:
         return module.forward(*inputs)
 
 
-def tune_convolutions(model, x, repeats=7, warmup=2, retune=False):
+def tune_convolutions(model, x, repeats=TUNE_REPEATS, warmup=TUNE_WARMUP, retune=False,
+                      attempts=MAX_ATTEMPTS):
     """tune_convolution for every conv layer of `model` (nested ones too), each on the
     activations that reach it when x goes through the model once in eval mode. A layer that
     already holds a choice for x's batch size is skipped (say, one layer_speeds tuned),
@@ -300,7 +315,8 @@ def tune_convolutions(model, x, repeats=7, warmup=2, retune=False):
     with eval_mode(model), no_grad(), nn_protocol.tracing(recorder):
         model(x)
     return [choice for name, layer, seen in recorder.inputs.values()
-            if (choice := tune_convolution(name, layer, seen, repeats, warmup)) is not None]
+            if (choice := tune_convolution(name, layer, seen, repeats, warmup,
+                                           attempts=attempts)) is not None]
 
 
 def apply_conv_choices(model, choices):
@@ -337,9 +353,10 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
     dense_gemm, compact_gemm = module.gemm_operands(x), small.gemm_operands(small_x)
     paths = ("", "")
+    tuning, attempts = _effort(repeats, warmup, min_seconds)
     if hasattr(module, "algorithms"):  # each conv on its faster inference path
-        choices = (tune_convolution(name, module, x, burst_seconds=burst_seconds),
-                   tune_convolution(name, small, small_x, burst_seconds=burst_seconds))
+        choices = (tune_convolution(name, module, x, burst_seconds=burst_seconds, **tuning),
+                   tune_convolution(name, small, small_x, burst_seconds=burst_seconds, **tuning))
         for layer, choice in zip((module, small), choices):
             if choice is not None:
                 layer.algorithms[choice.batch] = choice.algorithm
@@ -348,7 +365,7 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
         timings, samples = compare(
             [lambda: module(x), lambda: small(small_x), lambda: module.csr_forward(csr, x),
              lambda: kernels.matmul(*dense_gemm), lambda: kernels.matmul(*compact_gemm)],
-            repeats, warmup, min_seconds, burst_seconds)
+            repeats, warmup, min_seconds, burst_seconds, attempts)
     dense, compacted, sparse, dense_product, compact_product = timings
     ratio = Ratio.of(samples[0], samples[1])
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
@@ -387,9 +404,10 @@ def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     eval mode (each module's own mode is restored afterwards). Tunes both models' conv
     layers for x's batch size first, those not tuned for it yet, and keeps those choices in
     them (tune_convolutions, apply_conv_choices)."""
-    apply_conv_choices(model, tune_convolutions(model, x))
-    apply_conv_choices(small, tune_convolutions(small, x))
+    tuning, attempts = _effort(repeats, warmup, min_seconds)
+    apply_conv_choices(model, tune_convolutions(model, x, **tuning))
+    apply_conv_choices(small, tune_convolutions(small, x, **tuning))
     with eval_mode(model, small), no_grad():
         _, samples = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
-                             min_seconds)
+                             min_seconds, attempts=attempts)
     return Ratio.of(samples[0], samples[1])
