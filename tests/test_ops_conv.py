@@ -245,3 +245,45 @@ def test_filter_counts_padded_for_blas_give_the_unpadded_result(monkeypatch, cpu
     monkeypatch.setattr(conv_module, "GEMM_FILTER_MULTIPLE", 1)  # no padding
     np.testing.assert_allclose(out, ops.conv2d(x, weight, bias, padding=1).data, rtol=1e-12,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("rows_kept", [None, 0.6])
+def test_training_forward_on_shifted_runs_equals_im2col_and_its_gradients_check(
+        monkeypatch, rows_kept, rng):
+    """On the Numba backend a stride-1 layer with a wide output (kernels.choice.training_forward)
+    runs its training forward on the shifted-runs kernel: the same outputs and gradients as
+    im2col + BLAS (forced by raising the width threshold), and a float64 gradient check."""
+    import minissl
+    from minissl.kernels import choice
+
+    previous = minissl.get_backend()
+    minissl.set_backend("numba")
+    try:
+        x = rng.standard_normal((3, 4, 18, 17)).astype(np.float32)
+        weight = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+        bias = rng.standard_normal(5).astype(np.float32)
+        rows = None if rows_kept is None else np.flatnonzero(rng.random(36) < rows_kept)
+        assert choice.training_forward(17, 1) == "shifted"
+
+        def run():
+            inputs = [Tensor(value, requires_grad=True) for value in (x, weight, bias)]
+            if rows is None:
+                out = ops.conv2d(*inputs, padding=1)
+            else:
+                weight2 = ops.reshape(inputs[1], (5, 36))
+                out = ops.conv2d_gathered(inputs[0], ops.take(weight2, rows), rows,
+                                          (3, 3), inputs[2], padding=1)
+            (out * out).sum().backward()
+            return [out.data] + [value.grad for value in inputs]
+
+        shifted = run()
+        monkeypatch.setattr(choice, "TRAIN_SHIFTED_MIN_WIDTH", 10**9)
+        assert choice.training_forward(17, 1) == "gemm"
+        gemm = run()
+        for got, expected in zip(shifted, gemm):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+        monkeypatch.undo()
+        x64, w64 = rng.standard_normal((1, 2, 3, 16)), rng.standard_normal((2, 2, 3, 3))
+        assert gradcheck(lambda x, w: ops.conv2d(x, w, padding=1), [x64, w64], atol=1e-7)
+    finally:
+        minissl.set_backend(previous)
