@@ -218,9 +218,7 @@ def test_explain_says_which_path_runs_and_why():
     text = kernels.explain(model[0], (100, 1, 28, 28))
     assert text.startswith("shifted (100 x (20 x 25) on 24 x 24, stride 1): the cost model")
     assert "24 >= 8 pixels wide" in text
-    assert kernels.explain(model[0], (100, 1, 28, 28), training=True).startswith(
-        "shifted forward, gemm backward (100 x (20 x 25) on 24 x 24")
-    assert kernels.explain(model[2], (100, 20, 12, 12), training=True).startswith("gemm")  # 8 wide
+    assert kernels.explain(model[0], (100, 1, 28, 28), training=True).startswith("gemm")
     assert "numpy backend" in kernels.explain(model[0], (1, 1, 28, 28), backend="numpy")
     narrow = nn.Conv2d(64, 64, 3, stride=2, padding=1)
     assert kernels.explain(narrow, (100, 64, 8, 8)).startswith("gemm (100 x (64 x 576) on 4 x 4")

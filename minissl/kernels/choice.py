@@ -26,15 +26,6 @@ kernel for a few images through a small strided layer, BLAS otherwise.
 
 ALGORITHMS = ("gemm", "tiles", "shifted")
 
-# Training's forward pass (ops.conv.Conv2d) takes the shifted-runs kernel for stride-1 layers
-# with outputs at least this wide, im2col + BLAS otherwise; its backward is always im2col +
-# BLAS (it rebuilds the patches either way). Measured per layer at batch 128, 2 cores, median
-# of 7 (2026-12-02): the ConvNet's 5x5 layers on 32x32 and 16x16 outputs 1.46x and 1.31x
-# faster, ResNet-20's 3x3 layers on 32x32 outputs 1.47x (the first conv 2.15x) and on 16x16
-# 1.09x; on 8x8 outputs 1.06x (ConvNet conv3) and 0.86x (ResNet's 64-channel layers), the
-# stride-2 layers 0.61-0.99x.
-TRAIN_SHIFTED_MIN_WIDTH = 16
-
 SHIFTED_MIN_WIDTH = 8  # the shifted kernel's chunk: eight pixels of an output row (its LANES)
 SHIFTED_MAX_MACS_PER_IMAGE = 1_000_000
 TILE_MAX_BATCH = 16
@@ -68,12 +59,6 @@ def conv_algorithm(batch, filters, depth, out_h, out_w, stride=1):
     return _decide(batch, filters, depth, out_h, out_w, stride)[0]
 
 
-def training_forward(out_w, stride):
-    """"shifted" or "gemm": the forward path of a convolution that may need a gradient (on
-    the Numba backend with NumPy arrays), for an output OW wide and `stride`."""
-    return "shifted" if stride == 1 and out_w >= TRAIN_SHIFTED_MIN_WIDTH else "gemm"
-
-
 def _output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
@@ -91,14 +76,10 @@ def explain(layer, input_shape, training=False, backend="numba"):
     out_h = _output_size(height, kernel_h, layer.stride, layer.padding)
     out_w = _output_size(width, kernel_w, layer.stride, layer.padding)
     shape = f"{batch} x ({filters} x {depth}) on {out_h} x {out_w}, stride {layer.stride}"
+    if training:
+        return f"gemm ({shape}): a gradient is wanted, and only im2col + BLAS has a backward"
     if backend != "numba":
         return f"gemm ({shape}): the {backend} backend has only im2col + a matrix product"
-    if training:
-        if training_forward(out_w, layer.stride) == "shifted":
-            return (f"shifted forward, gemm backward ({shape}): a gradient is wanted; stride 1 "
-                    f"and an output at least {TRAIN_SHIFTED_MIN_WIDTH} wide run the forward on "
-                    f"shifted runs, and the backward is im2col + BLAS")
-        return f"gemm ({shape}): a gradient is wanted, on a layer where im2col + BLAS is faster"
     tuned = getattr(layer, "algorithms", {}).get(batch)
     if tuned is not None:
         return (f"{tuned} ({shape}): chosen for batch {batch} by timing the paths "

@@ -10,10 +10,6 @@ Backward, with G = grad_out as (C_out, B*OH*OW):
 
     grad_W2 = (cols @ G.T).T,   grad_b = G summed over columns,   grad_x = col2im(W2.T @ G)
 
-On the Numba backend a stride-1 layer with outputs at least 16 pixels wide computes `out`
-with the shifted-runs kernel instead (kernels.conv_shifted, no patch matrix; the choice and
-its measurements: kernels.choice.training_forward); backward is the same.
-
 For stride 1 with C_out <= C_in (the ResNet's 3x3 layers), grad_x is instead the forward
 convolution run backwards: grad_out correlated with the filters flipped in space and with
 in/out channels swapped, padding KH-1-p (`_grad_x_by_correlation`). Same numbers; its GEMM
@@ -111,11 +107,6 @@ class Conv2d(Function):
         pixels = out_h * out_w
         geometry = (kernel_h, kernel_w, stride, padding)
         chunks = _image_chunks(batch, depth, pixels, xp)
-        ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
-        if _side_by_side(xp) and kernels.choice.training_forward(out_w, stride) == "shifted":
-            # no patch matrix in the forward pass: backward rebuilds the patches anyway
-            return kernels.conv_shifted(x, weight2, kernel_h, kernel_w, stride, padding, rows,
-                                        bias[0] if bias else None)
         out = xp.empty((batch, c_out, pixels), dtype=x.dtype)
         gemm_weight2 = _padded_filters(weight2, xp)  # (C_out rounded up, R)
 
@@ -134,6 +125,7 @@ class Conv2d(Function):
                 out[start:stop] = product
 
         workers.run_chunks(forward_chunk, chunks, _side_by_side(xp))
+        ctx.x, ctx.weight2, ctx.chunks, ctx.geometry, ctx.rows = x, weight2, chunks, geometry, rows
         return out.reshape(batch, c_out, out_h, out_w)
 
     @staticmethod
