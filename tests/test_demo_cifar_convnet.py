@@ -204,3 +204,42 @@ def test_from_zoo_evaluates_the_stored_rows_and_trains_nothing(tmp_path, monkeyp
     with pytest.raises(SystemExit):
         cifar_convnet.parse_args(["--from-zoo", "--quick"])
     assert "drop --quick" in capsys.readouterr().err
+
+
+def test_quick_starts_the_ssl_rows_from_the_zoo_baseline_when_it_holds_one(
+        tmp_path, monkeypatch, capsys):
+    try:
+        cifar.cifar10(None, download=False)
+    except data.DataError:
+        pytest.skip("CIFAR-10 is not on this machine (set MINISSL_DATA)")
+    stored = models.cifar_convnet(seed=7)
+    folder = tmp_path / "zoo" / "cifar_convnet"
+    folder.mkdir(parents=True)
+    path = minissl.save(stored, folder / "baseline.npz")
+    statistics = {"mean": [0.5, 0.45, 0.4], "std": [0.25, 0.25, 0.25]}  # not the subset's
+    (folder / "baseline.json").write_text(json.dumps({
+        "row": "baseline", "error": 0.9, "command": "made by a test", "commit": "0" * 40,
+        "dataset": statistics, "sha256": zoo.sha256(path)}))
+    monkeypatch.setattr(zoo, "FOLDER", tmp_path / "zoo")
+    monkeypatch.setattr(cifar_convnet, "QUICK_TRAIN", 60)
+    monkeypatch.setattr(cifar_convnet, "QUICK_TEST", 40)
+    monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
+    seen = _capture_ssl_start(monkeypatch)
+    out = tmp_path / "run"
+    with pytest.raises(_Captured):
+        cifar_convnet.main(["--quick", "--timing-seconds", "0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "the baseline is the zoo's cifar_convnet/baseline" in printed
+    for key, value in stored.state_dict().items():  # the SSL row starts from the zoo's weights
+        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["name"] == "baseline (zoo)" and results["history"] == []
+    assert results["dataset"]["mean"] == pytest.approx(statistics["mean"])  # the zoo's inputs
+    args = cifar_convnet.parse_args(["--quick"])
+    assert args.quick_from_zoo and args.columns_lambda == list(cifar_convnet.QUICK_COLUMN_LAMBDAS)
+    assert not cifar_convnet.parse_args(["--quick", "--ssl-from-baseline", str(path)]).quick_from_zoo
+    assert cifar_convnet.parse_args(["--quick", "--columns-lambda", "0", "0.1", "0"]
+                                    ).columns_lambda == [0, 0.1, 0]
+    assert not cifar_convnet.parse_args([]).quick_from_zoo
+    assert cifar_convnet.parse_args([]).columns_lambda == list(cifar_convnet.DEFAULT_COLUMN_LAMBDAS)

@@ -250,10 +250,12 @@ def mnist_split(dataset, image_shape=(784,)):
     return split, facts
 
 
-def load_cifar_split(directory, download, synthetic, seed, quick, quick_sizes):
+def load_cifar_split(directory, download, synthetic, seed, quick, quick_sizes,
+                     statistics=None):
     """CIFAR-10 (or `synthetic` random images) for an experiment: ((x_train, y_train, x_test,
     y_test), dataset facts), images normalized float32 (N, 3, 32, 32) with the training set's
-    channel statistics, labels int64; `quick` keeps the first quick_sizes = (train, test)."""
+    channel statistics (or `statistics`, a (mean, std) pair of (3,) arrays: those a trained
+    model expects), labels int64; `quick` keeps the first quick_sizes = (train, test)."""
     if synthetic is not None:
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (synthetic, 3, 32, 32), dtype=np.uint8)
@@ -276,7 +278,7 @@ def load_cifar_split(directory, download, synthetic, seed, quick, quick_sizes):
         train = tuple(part[:quick_sizes[0]] for part in train)
         test = tuple(part[:quick_sizes[1]] for part in test)
         print(f"--quick: the first {len(train[1]):,} training and {len(test[1]):,} test images")
-    mean, std = augment.channel_statistics(train[0])
+    mean, std = augment.channel_statistics(train[0]) if statistics is None else statistics
     split = (augment.normalize(train[0], mean, std), train[1].astype(np.int64),
              augment.normalize(test[0], mean, std), test[1].astype(np.int64))
     facts.update(n_train=len(split[1]), n_test=len(split[3]), mean=mean.tolist(),
