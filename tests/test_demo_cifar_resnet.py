@@ -50,7 +50,10 @@ def test_help_states_the_measured_durations(capsys):
         cifar_resnet.main(["--help"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "--depth" in printed and "--quick took 200 s" in printed
+    assert "--depth" in printed and "--quick took 202 s" in printed
+    assert cifar_resnet.parse_args(["--quick"]).depth_lambda == cifar_resnet.QUICK_DEPTH_LAMBDA
+    assert cifar_resnet.parse_args([]).depth_lambda == cifar_resnet.DEFAULT_DEPTH_LAMBDA
+    assert cifar_resnet.parse_args(["--quick", "--depth-lambda", "0.5"]).depth_lambda == 0.5
     assert "--epochs 164" in printed  # the paper's full schedule
 
 
