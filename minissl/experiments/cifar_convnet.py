@@ -26,10 +26,11 @@ Prints Table 3 (our rows above the paper's) and writes <out>/results.json and
 --quick trains on the first 10,000 training images and tests on the first 2,000. When the
 model zoo holds the trained baseline (cifar_convnet/baseline), --quick takes it instead of
 training one and starts both SSL rows from it, with lambdas strong enough for its 2 + 1
-epochs (--rows-lambda / --columns-lambda say which): measured on 2 quiet cores (epoch-14
-weights of the zoo's baseline run, 2026-12-02) it took 205 s, and SSL x1 zeroed 47% of
-conv2's columns (conv2 1.71x faster, the whole network 1.22x) and SSL x2 80% (6.37x, whole
-2.79x), at a cost in error a full run does not pay. Without the zoo's baseline --quick trains
+epochs (--rows-lambda / --columns-lambda say which): measured on 2 quiet cores
+(2026-12-02) it took 231 s, and SSL x1 zeroed 44% of conv2's columns (conv2 1.58x faster,
+the whole network 1.17x) and SSL x2 80% and 41% of its rows (conv2 5.58x, whole 2.17x), at
+24.9% and 43.8% error on the subset against the baseline's 17.9%: a cost a full run does not
+pay. Without the zoo's baseline --quick trains
 one for 2 epochs on the subset, too short for the group lasso to remove much.
 
 Measured on 2 shared cores (docs/journal.md): one epoch of 50,000 images took 62-90 s on a
