@@ -280,10 +280,10 @@ def _effort(repeats, warmup, min_seconds):
     """How hard a speed measurement of `repeats` rounds and `min_seconds` tunes its conv
     layers, and how often it measures a noisy comparison again: as tune_convolution does by
     default, within `repeats` and `warmup`; a smoke test (min_seconds 0, whose speedups mean
-    nothing) measures once. Returns (keyword arguments of tune_convolution(s), attempts)."""
-    attempts = 1 if min_seconds == 0 else MAX_ATTEMPTS
+    nothing) measures once. Returns the keyword arguments of tune_convolution(s); their
+    "attempts" is the measurement's own too."""
     return {"repeats": min(repeats, TUNE_REPEATS), "warmup": min(warmup, TUNE_WARMUP),
-            "attempts": attempts}, attempts
+            "attempts": 1 if min_seconds == 0 else MAX_ATTEMPTS}
 
 
 class _ConvInputs:
@@ -353,7 +353,7 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
     csr = scipy.sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
     dense_gemm, compact_gemm = module.gemm_operands(x), small.gemm_operands(small_x)
     paths = ("", "")
-    tuning, attempts = _effort(repeats, warmup, min_seconds)
+    tuning = _effort(repeats, warmup, min_seconds)
     if hasattr(module, "algorithms"):  # each conv on its faster inference path
         choices = (tune_convolution(name, module, x, burst_seconds=burst_seconds, **tuning),
                    tune_convolution(name, small, small_x, burst_seconds=burst_seconds, **tuning))
@@ -365,7 +365,7 @@ def layer_speed(name, module, plan, x, repeats=20, warmup=3, min_seconds=0.2,
         timings, samples = compare(
             [lambda: module(x), lambda: small(small_x), lambda: module.csr_forward(csr, x),
              lambda: kernels.matmul(*dense_gemm), lambda: kernels.matmul(*compact_gemm)],
-            repeats, warmup, min_seconds, burst_seconds, attempts)
+            repeats, warmup, min_seconds, burst_seconds, tuning["attempts"])
     dense, compacted, sparse, dense_product, compact_product = timings
     ratio = Ratio.of(samples[0], samples[1])
     flop_pct = 100.0 * layer_plan.flops_after / layer_plan.flops_before
@@ -404,10 +404,10 @@ def network_speed(model, small, x, repeats=20, warmup=3, min_seconds=0.2):
     eval mode (each module's own mode is restored afterwards). Tunes both models' conv
     layers for x's batch size first, those not tuned for it yet, and keeps those choices in
     them (tune_convolutions, apply_conv_choices)."""
-    tuning, attempts = _effort(repeats, warmup, min_seconds)
+    tuning = _effort(repeats, warmup, min_seconds)
     apply_conv_choices(model, tune_convolutions(model, x, **tuning))
     apply_conv_choices(small, tune_convolutions(small, x, **tuning))
     with eval_mode(model, small), no_grad():
         _, samples = compare([lambda: model(x), lambda: small(x)], repeats, warmup,
-                             min_seconds, attempts=attempts)
+                             min_seconds, attempts=tuning["attempts"])
     return Ratio.of(samples[0], samples[1])

@@ -25,6 +25,29 @@ def with_reports(monkeypatch):
     monkeypatch.setenv("MINISSL_REPORT", "1")
 
 
+class SSLStarts(list):
+    """The state dicts SSL rows started from, in order (the `ssl_starts` fixture)."""
+
+    class Stop(Exception):
+        """Ends the run at the first SSL row, once its starting weights are kept."""
+
+
+@pytest.fixture
+def ssl_starts(monkeypatch):
+    """Trainer.ssl replaced for this test: it keeps the weights the SSL row starts from (a
+    state dict, appended to the returned list) and stops the run with `ssl_starts.Stop`."""
+    from minissl import train
+
+    starts = SSLStarts()
+
+    def keep_and_stop(self, model, *args, **kwargs):
+        starts.append(model.state_dict())
+        raise SSLStarts.Stop
+
+    monkeypatch.setattr(train.Trainer, "ssl", keep_and_stop)
+    return starts
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -3,10 +3,10 @@
 import os
 import stat
 
-import numpy as np
 import pytest
 
-from minissl import atomic, nn, serialize
+from minissl import atomic, compact, models, serialize
+from minissl.compact.plan import CompactionPlan
 from minissl.train import records
 
 
@@ -50,9 +50,12 @@ def test_every_writer_leaves_only_its_file(tmp_path):
     """records, serialize and the compaction plan write through atomic_file: no temporary
     file is left beside what they wrote, and a failure while serializing leaves nothing."""
     records.write_text(tmp_path / "a.txt", "text")
-    model = nn.Sequential(nn.Linear(3, 2, rng=np.random.default_rng(0)))
+    model = models.mlp(seed=0)
     serialize.save(model, tmp_path / "m.npz")
-    assert listing(tmp_path) == ["a.txt", "m.npz"]
+    plan = compact.plan_compaction(model, (784,))
+    plan.save_json(tmp_path / "plan.json")
+    assert CompactionPlan.load_json(tmp_path / "plan.json") == plan
+    assert listing(tmp_path) == ["a.txt", "m.npz", "plan.json"]
     with pytest.raises(serialize.ModelFileError):
         serialize.save(model, tmp_path / "n.npz", metadata={"bad": object()})
-    assert listing(tmp_path) == ["a.txt", "m.npz"]
+    assert listing(tmp_path) == ["a.txt", "m.npz", "plan.json"]

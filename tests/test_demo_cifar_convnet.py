@@ -69,23 +69,8 @@ def test_missing_cifar_is_one_clear_line(tmp_path, monkeypatch):
         cifar_convnet.main(["--out", str(tmp_path / "run")])
 
 
-class _Captured(Exception):
-    """Stops a run once the SSL row's starting weights are seen."""
-
-
-def _capture_ssl_start(monkeypatch):
-    seen = []
-
-    def capture(self, model, *args, **kwargs):
-        seen.append(model.state_dict())
-        raise _Captured
-
-    monkeypatch.setattr(train.Trainer, "ssl", capture)
-    return seen
-
-
 @pytest.mark.slow
-def test_ssl_rows_start_from_the_finished_baseline(tmp_path, monkeypatch):
+def test_ssl_rows_start_from_the_finished_baseline(tmp_path, ssl_starts):
     first = tmp_path / "first"
     quick = ["--synthetic", "100", "--timing-seconds", "0", "--epochs", "1", "--batch-size", "32",
              "--augment", "flip"]
@@ -94,20 +79,19 @@ def test_ssl_rows_start_from_the_finished_baseline(tmp_path, monkeypatch):
     fresh = models.cifar_convnet(seed=0).state_dict()
     assert any(not np.array_equal(baseline[key], fresh[key]) for key in fresh)
 
-    seen = _capture_ssl_start(monkeypatch)  # from an earlier run's baseline (DIR)
-    with pytest.raises(_Captured):
+    with pytest.raises(ssl_starts.Stop):  # from an earlier run's baseline (DIR)
         cifar_convnet.main(quick + ["--no-baseline", "--ssl-scales", "1", "--ssl-from-baseline",
                                     str(first), "--out", str(tmp_path / "second")])
     for key in baseline:
-        np.testing.assert_array_equal(seen[0][key], baseline[key], err_msg=key)
+        np.testing.assert_array_equal(ssl_starts[0][key], baseline[key], err_msg=key)
 
     third = tmp_path / "third"  # from the baseline this run trains
-    with pytest.raises(_Captured):
+    with pytest.raises(ssl_starts.Stop):
         cifar_convnet.main(quick + ["--ssl-scales", "1", "--ssl-from-baseline", "--out",
                                     str(third)])
     own = checkpoint.finished_weights(third, "baseline")
     for key in own:
-        np.testing.assert_array_equal(seen[1][key], own[key], err_msg=key)
+        np.testing.assert_array_equal(ssl_starts[1][key], own[key], err_msg=key)
 
 
 def test_ssl_from_baseline_refuses_what_it_cannot_start_from(tmp_path, capsys):
@@ -128,16 +112,15 @@ def test_ssl_from_baseline_refuses_what_it_cannot_start_from(tmp_path, capsys):
 
 
 def test_ssl_rows_start_from_a_saved_model_file_and_refuse_one_that_does_not_fit(
-        tmp_path, monkeypatch):
+        tmp_path, ssl_starts):
     trained = models.cifar_convnet(seed=5)  # any weights other than a fresh seed-0 model's
     path = minissl.save(trained, tmp_path / "trained.npz")
-    seen = _capture_ssl_start(monkeypatch)
     quick = ["--synthetic", "100", "--timing-seconds", "0", "--no-baseline", "--ssl-scales", "1"]
-    with pytest.raises(_Captured):
+    with pytest.raises(ssl_starts.Stop):
         cifar_convnet.main(quick + ["--ssl-from-baseline", str(path), "--out",
                                     str(tmp_path / "run")])
     for key, value in trained.state_dict().items():
-        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+        np.testing.assert_array_equal(ssl_starts[0][key], value, err_msg=key)
     other = minissl.save(models.lenet(seed=0), tmp_path / "lenet.npz")
     with pytest.raises(SystemExit, match="do not fit this experiment's model"):
         cifar_convnet.main(quick + ["--ssl-from-baseline", str(other), "--out",
@@ -207,7 +190,7 @@ def test_from_zoo_evaluates_the_stored_rows_and_trains_nothing(tmp_path, monkeyp
 
 
 def test_quick_starts_the_ssl_rows_from_the_zoo_baseline_when_it_holds_one(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, monkeypatch, ssl_starts, capsys):
     try:
         cifar.cifar10(None, download=False)
     except data.DataError:
@@ -224,14 +207,13 @@ def test_quick_starts_the_ssl_rows_from_the_zoo_baseline_when_it_holds_one(
     monkeypatch.setattr(cifar_convnet, "QUICK_TRAIN", 60)
     monkeypatch.setattr(cifar_convnet, "QUICK_TEST", 40)
     monkeypatch.setattr(train.Trainer, "fit", lambda *args, **kwargs: pytest.fail("trained"))
-    seen = _capture_ssl_start(monkeypatch)
     out = tmp_path / "run"
-    with pytest.raises(_Captured):
+    with pytest.raises(ssl_starts.Stop):
         cifar_convnet.main(["--quick", "--timing-seconds", "0", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "the baseline is the zoo's cifar_convnet/baseline" in printed
     for key, value in stored.state_dict().items():  # the SSL row starts from the zoo's weights
-        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+        np.testing.assert_array_equal(ssl_starts[0][key], value, err_msg=key)
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
     assert row["name"] == "baseline (zoo)" and results["history"] == []

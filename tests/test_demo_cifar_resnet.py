@@ -88,30 +88,19 @@ def test_prox_lr_floor_reaches_the_group_lasso(monkeypatch, tmp_path):
         assert seen.value.args[0] == floor
 
 
-class _Captured(Exception):
-    """Stops a run once the SSL row's starting weights are seen."""
-
-
 def test_the_ssl_row_starts_from_a_saved_resnet_and_refuses_one_of_another_depth(
-        tmp_path, monkeypatch):
+        tmp_path, ssl_starts):
     import minissl
-    from minissl import models, train
+    from minissl import models
 
     trained = models.resnet_cifar(8, seed=5)  # any weights other than a fresh seed-0 model's
     path = minissl.save(trained, tmp_path / "resnet8.npz")
-    seen = []
-
-    def capture(self, model, *args, **kwargs):
-        seen.append(model.state_dict())
-        raise _Captured
-
-    monkeypatch.setattr(train.Trainer, "ssl", capture)
     quick = ["--synthetic", "40", "--timing-seconds", "0", "--no-baseline", "--depth", "8"]
-    with pytest.raises(_Captured):
+    with pytest.raises(ssl_starts.Stop):
         cifar_resnet.main(quick + ["--ssl-from-baseline", str(path), "--out",
                                    str(tmp_path / "run")])
     for key, value in trained.state_dict().items():
-        np.testing.assert_array_equal(seen[0][key], value, err_msg=key)
+        np.testing.assert_array_equal(ssl_starts[0][key], value, err_msg=key)
     with pytest.raises(SystemExit, match="do not fit this experiment's model"):
         cifar_resnet.main(["--synthetic", "40", "--no-baseline", "--depth", "20",
                            "--ssl-from-baseline", str(path), "--out", str(tmp_path / "run2")])

@@ -30,8 +30,8 @@ epochs (--rows-lambda / --columns-lambda say which): measured on 2 quiet cores
 (2026-12-02) it took 231 s, and SSL x1 zeroed 44% of conv2's columns (conv2 1.58x faster,
 the whole network 1.17x) and SSL x2 80% and 41% of its rows (conv2 5.58x, whole 2.17x), at
 24.9% and 43.8% error on the subset against the baseline's 17.9%: a cost a full run does not
-pay. Without the zoo's baseline --quick trains
-one for 2 epochs on the subset, too short for the group lasso to remove much.
+pay. Without the zoo's baseline --quick trains one for 2 epochs on the subset, too short for
+the group lasso to remove much.
 
 Measured on 2 shared cores (docs/journal.md): one epoch of 50,000 images took 62-90 s on a
 quiet machine in one session and 119-149 s in another, so the default run (12 baseline epochs,
@@ -64,8 +64,11 @@ DEFAULT_COLUMN_LAMBDAS = (0.0, 0.02, 0.015)
 # images), so that the proximal step can take groups of that baseline's size (conv2's
 # columns have norms of 0.25-0.39, 10th to 90th percentile) to zero within them.
 QUICK_ZOO_BASELINE = "cifar_convnet/baseline"
-QUICK_ROW_LAMBDAS = (0.05, 0.04, 0.02)
+QUICK_ROW_LAMBDAS = DEFAULT_ROW_LAMBDAS
 QUICK_COLUMN_LAMBDAS = (0.0, 0.4, 0.2)
+# (flag, its defaults, its defaults under --quick from the zoo's baseline)
+LAMBDA_FLAGS = (("rows", DEFAULT_ROW_LAMBDAS, QUICK_ROW_LAMBDAS),
+                ("columns", DEFAULT_COLUMN_LAMBDAS, QUICK_COLUMN_LAMBDAS))
 EPOCHS = {"epochs": 12, "ssl_epochs": 10, "finetune_epochs": 2}
 QUICK_EPOCHS = {"epochs": 2, "ssl_epochs": 2, "finetune_epochs": 1}
 QUICK_TRAIN, QUICK_TEST = 10000, 2000
@@ -83,8 +86,7 @@ def parse_args(argv):
     group.add_argument("--ssl-scales", type=float, nargs="*", default=[1.0, 2.0],
                        help="one SSL row per factor, each multiplying the lambdas below "
                             "(default: 1 2; none: baseline only)")
-    for kind, defaults, quick in (("rows", DEFAULT_ROW_LAMBDAS, QUICK_ROW_LAMBDAS),
-                                  ("columns", DEFAULT_COLUMN_LAMBDAS, QUICK_COLUMN_LAMBDAS)):
+    for kind, defaults, quick in LAMBDA_FLAGS:
         group.add_argument(f"--{kind}-lambda", type=float, nargs=3, default=None,
                            metavar=("CONV1", "CONV2", "CONV3"),
                            help=f"{kind[:-1]} ({'filter' if kind == 'rows' else 'shape'}) group "
@@ -98,8 +100,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     flags.check_from_zoo(parser, vars(args))
     args.quick_from_zoo = quick_from_zoo(args)
-    for kind, defaults, quick in (("rows", DEFAULT_ROW_LAMBDAS, QUICK_ROW_LAMBDAS),
-                                  ("columns", DEFAULT_COLUMN_LAMBDAS, QUICK_COLUMN_LAMBDAS)):
+    for kind, defaults, quick in LAMBDA_FLAGS:
         if getattr(args, f"{kind}_lambda") is None:
             setattr(args, f"{kind}_lambda", list(quick if args.quick_from_zoo else defaults))
     lambdas = list(args.rows_lambda) + list(args.columns_lambda) + list(args.ssl_scales)
@@ -190,8 +191,8 @@ def train_rows(begun, trainer, start):
     if args.quick_from_zoo:
         model, info = zoo.load(QUICK_ZOO_BASELINE)
         print(f"--quick: the baseline is the zoo's {QUICK_ZOO_BASELINE} (trained by: "
-              f"{info['command']}; {info['error']:.2%} on all 10,000 test images), measured here "
-              f"on the subset; the SSL rows start from it with the lambdas of --quick")
+              f"{info['command']}; {info['error']:.2%} on the full test set), measured here on "
+              f"the subset; the SSL rows start from it with the lambdas of --quick")
         start["weights"], from_baseline = model.state_dict(), ""
         cli.train_row(record, "baseline (zoo)", lambda: result_row(
             "baseline (zoo)", model.to_backend(), trainer, timing))

@@ -14,12 +14,12 @@ The baseline trains with SGD (momentum 0.9, weight decay 1e-4) and a per-step co
 learning rate on normalized images with random crops and flips. The SSL row trains from
 scratch (or, with --ssl-from-baseline, from a trained ResNet) with a DEPTH group on every
 residual branch (its two convolutions and BatchNorms, never the shortcut), applied by the
-proximal step with --depth-lambda; branches whose norm
-ends below --cut are zeroed (reported), the rest is fine-tuned with them held at zero, and
-the network is compacted: a zero branch leaves relu(shortcut(x)), so its block becomes that
-(checked to predict the same class on every test image) and the whole network is timed at
-batch 100. Prints the layers per stage (32x32, 16x16, 8x8 output maps) and the error of
-ours and the paper's, and writes <out>/results.json and <out>/depth.png (error against layers).
+proximal step with --depth-lambda; branches whose norm ends below --cut are zeroed
+(reported), the rest is fine-tuned with them held at zero, and the network is compacted: a
+zero branch leaves relu(shortcut(x)), so its block becomes that (checked to predict the same
+class on every test image) and the whole network is timed at batch 100. Prints the layers
+per stage (32x32, 16x16, 8x8 output maps) and the error of ours and the paper's, and writes
+<out>/results.json and <out>/depth.png (error against layers).
 
 Measured on 2 shared cores (docs/journal.md): --quick took 202 s on the real CIFAR-10 (its
 epochs of 4,000 images 27-29 s), and with its own depth lambda (7: one prox epoch has 32
@@ -27,9 +27,9 @@ steps) it removed the first stage's three blocks: SSL-ResNet-14, 0-6-6 layers pe
 whole network 1.56x faster; its errors (68-76% after one epoch) mean nothing. SSL epochs of
 all 50,000 images took 224-260 s each with the machine to themselves (606-679 s before the
 2026-11-28 engine changes), so the default run (12 baseline epochs, then 10 + 2 for the SSL
-row: the same budget) takes about 1.5-2 hours. Its defaults (lambda 0.15, prox floor 0.01) removed three
-blocks: SSL-ResNet-14 at 14.40% against ResNet-20's 14.74% (lambda 0.1 without the floor
-removed one: SSL-ResNet-18, 13.66%).
+row: the same budget) takes about 1.5-2 hours. Its defaults (lambda 0.15, prox floor 0.01)
+removed three blocks: SSL-ResNet-14 at 14.40% against ResNet-20's 14.74% (lambda 0.1 without
+the floor removed one: SSL-ResNet-18, 13.66%).
 He et al.'s schedule is 64,000 iterations at batch 128 (about 164 epochs): --epochs 164
 --ssl-epochs 164 --finetune-epochs 20 follows it.
 """

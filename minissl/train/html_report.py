@@ -195,7 +195,6 @@ def group_norms_html(results):
     """Per phase with groups: per group set, a histogram of log10 group norms per epoch (a
     column per epoch, darker = more groups) with the share of groups exactly zero."""
     parts = []
-    low, high, bins = NORM_BINS
     order = phases(results.get("history", []))
     cut_of = {f"{row['name']} fine-tune": row["cut"] for row in results.get("rows", [])
               if row.get("cut")}
@@ -210,34 +209,14 @@ def group_norms_html(results):
             continue
         if not tracked:
             continue
-        sets = tracked[0]["group_norms"]
         if all("norms" in summary for entry in tracked for summary in entry["group_norms"]):
-            parts.append(f"<h3>{html.escape(phase)}</h3>{few_groups_png(plt, tracked)}"
-                         f'<p class="note">One line per group (each residual branch of a '
-                         f"ResNet is one); a group exactly zero is drawn on the bottom edge. "
-                         f"{zero_counts(tracked[-1]).capitalize()}.</p>")
-            cut = cuts.get(phase)
-            if cut:
-                parts.append(f'<p class="note">The cut after this phase: {cut_text(cut)}.</p>')
-            continue
-        figure, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 2.9), squeeze=False)
-        for index, (axis, first) in enumerate(zip(axes[0], sets)):
-            counts = np.array([entry["group_norms"][index]["counts"] for entry in tracked]).T
-            epochs = [entry["epoch"] for entry in tracked]
-            axis.imshow(np.log1p(counts), origin="lower", aspect="auto", cmap="Greys",
-                        extent=(epochs[0] - 0.5, epochs[-1] + 0.5, low, high))
-            axis.set(title=f"layer {first['layer']} {first['kind'].lower()} ({first['groups']})",
-                     xlabel="epoch", ylabel="log10 group norm" if index == 0 else None)
-            axis.title.set_fontsize(8)
-            share = axis.twinx()
-            share.plot(epochs, [100 * entry["group_norms"][index]["zero"] / max(1, first["groups"])
-                                for entry in tracked], color="C3")
-            share.set_ylim(0, 100)
-            if index == len(sets) - 1:
-                share.set_ylabel("groups exactly zero %", color="C3")
-        figure.subplots_adjust(wspace=0.55, bottom=0.18)
-        parts.append(f"<h3>{html.escape(phase)}</h3>{_png(figure)}"
-                     f'<p class="note">{zero_counts(tracked[-1]).capitalize()}.</p>')
+            picture = few_groups_png(plt, tracked)
+            note = ("One line per group (each residual branch of a ResNet is one); a group "
+                    "exactly zero is drawn on the bottom edge. ")
+        else:
+            picture, note = histograms_png(plt, tracked), ""
+        parts.append(f"<h3>{html.escape(phase)}</h3>{picture}"
+                     f'<p class="note">{note}{zero_counts(tracked[-1]).capitalize()}.</p>')
         cut = cuts.get(phase)
         if cut:
             parts.append(f'<p class="note">The cut after this phase: {cut_text(cut)}.</p>')
@@ -247,6 +226,30 @@ def group_norms_html(results):
             "norm falls in each quarter decade (nonzero norms below 1e-6 in the lowest bin); "
             "the red line is the share of groups exactly zero, which only the proximal step "
             "(and the cut) makes.</p>" + "".join(parts))
+
+
+def histograms_png(plt, tracked):
+    """One panel per group set: a column per epoch of the log10 group-norm histogram (darker =
+    more groups) and, in red, the share of its groups exactly zero."""
+    low, high, _ = NORM_BINS
+    sets = tracked[0]["group_norms"]
+    epochs = [entry["epoch"] for entry in tracked]
+    figure, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 2.9), squeeze=False)
+    for index, (axis, first) in enumerate(zip(axes[0], sets)):
+        counts = np.array([entry["group_norms"][index]["counts"] for entry in tracked]).T
+        axis.imshow(np.log1p(counts), origin="lower", aspect="auto", cmap="Greys",
+                    extent=(epochs[0] - 0.5, epochs[-1] + 0.5, low, high))
+        axis.set(title=f"layer {first['layer']} {first['kind'].lower()} ({first['groups']})",
+                 xlabel="epoch", ylabel="log10 group norm" if index == 0 else None)
+        axis.title.set_fontsize(8)
+        share = axis.twinx()
+        share.plot(epochs, [100 * entry["group_norms"][index]["zero"] / max(1, first["groups"])
+                            for entry in tracked], color="C3")
+        share.set_ylim(0, 100)
+        if index == len(sets) - 1:
+            share.set_ylabel("groups exactly zero %", color="C3")
+    figure.subplots_adjust(wspace=0.55, bottom=0.18)
+    return _png(figure)
 
 
 def few_groups_png(plt, tracked):
