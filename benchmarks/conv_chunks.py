@@ -14,6 +14,8 @@ import argparse
 import json
 import time
 
+from minissl.atomic import atomic_file
+
 MODELS = ("convnet", "resnet20")
 SETTINGS = {"side by side": True, "one at a time": False}
 
@@ -85,7 +87,7 @@ def main(argv=None):
         print(f"{model_name:<9}one at a time / side by side: {rows[-1]['ratio']:.2f}x "
               f"(fastest rounds)")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"workers": workers.worker_count(), "rows": rows}, handle, indent=1)
 
 

@@ -18,6 +18,8 @@ import argparse
 import json
 import time
 
+from minissl.atomic import atomic_file
+
 # (name, input (C, H, W), kernel, padding, [(filters, kept columns), ...]): compacted
 # layers of the kind SSL leaves (LeNet rows #2-#5, ConvNet conv2 rows)
 CONV_CASES = [
@@ -124,7 +126,7 @@ def main(argv=None):
               f"{row['unpadded_over_padded']:.3f} ({row['quartiles'][0]:.3f}-"
               f"{row['quartiles'][1]:.3f}), padded {row['padded_ms']:.2f} ms")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"gemm_ms": {str(k): v for k, v in gemm.items()}, "depth": args.depth,
                        "width": args.width, "convolutions": convs}, handle, indent=1)
 

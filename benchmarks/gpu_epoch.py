@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from minissl.atomic import atomic_file
+
 MODELS = ("convnet", "resnet20")
 TRAIN_SIZE, BATCH, WARMUP_STEPS = 50000, 128, 5
 
@@ -148,7 +150,7 @@ def main(argv=None):
               f"{fmt(row['ratio'], '>12.2f'):>12}{ours_mb:>14.0f}{fmt(torch_mb, '>15.0f'):>15}"
               f"{ours_loss:>11.3f}{fmt(torch_loss, '>12.3f'):>12}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"rows": rows, "train_size": TRAIN_SIZE, "batch": BATCH}, handle, indent=2)
         print(f"wrote {args.json}")
 

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from minissl.atomic import atomic_file
+
 EPOCH_IMAGES = 50000
 
 
@@ -96,7 +98,7 @@ def main(argv=None):
     print(f"{args.model} training, one epoch:  {train_s:8.2f} s (median of {args.steps} steps)")
     print(f"crop + flip share of the epoch:  {result['share']:8.1%}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump(result, handle, indent=2)
         print(f"wrote {args.json}")
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from minissl import Tensor, kernels, ops
+from minissl.atomic import atomic_file
 from minissl.timing import measure
 
 SQUARE_SIZES = (128, 256, 512, 1024, 2048)
@@ -139,7 +140,7 @@ def main(argv=None):
             print(f"{row['name']:<26}{row['batch']:>6}{row['ours_ms']:>10.2f}{theirs}")
     if args.json:
         payload = {"gemm": gemm_rows, "conv": conv_rows}
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump(payload, handle, indent=2)
         print(f"wrote {args.json}")
 

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from minissl.atomic import atomic_file
+
 SETTINGS = {"glibc default": "0", "minissl default": "1"}
 
 
@@ -106,7 +108,7 @@ def main(argv=None):
                   f"{row['system_ms_per_step']:>11.0f}{row['wall_ms_per_step']:>9.0f}"
                   f"{row['peak_mb']:>9.0f}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"rows": rows, "steps": args.steps}, handle, indent=2)
         print(f"wrote {args.json}")
 

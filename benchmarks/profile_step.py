@@ -12,6 +12,14 @@ weight decay, random data of the model's input shape) and prints, per op and dir
 the milliseconds per step, the share of the step and the number of calls. What no op owns
 (the graph walk, gradient accumulation, the optimizer) is the "outside ops" line.
 The wrappers add about a microsecond per call: negligible next to a convolution.
+
+The convolutions and matrix products also get their arithmetic rate: FLOPs counted as the
+direct method does them (2 per multiply-add: 2 * B * C_out * OH * OW * C_in * KH * KW for a
+convolution's forward, the same again for each of its two gradients computed), divided by
+the op's time, and that rate as a share of this machine's peak. The peak is measured here,
+first: the fastest of several float32 2048 x 2048 matrix products in NumPy's BLAS on all
+threads (what a tuned GEMM reaches on this machine, a little under the cores' FMA limit).
+The whole step's rate counts the same FLOPs over the whole step's time.
 """
 
 import argparse
@@ -21,6 +29,10 @@ import time
 from collections import defaultdict
 
 import numpy as np
+
+from minissl.atomic import atomic_file
+
+PEAK_SIZE, PEAK_REPEATS = 2048, 7  # the peak: best of 7 products of 2048 x 2048 float32
 
 MODELS = {"mlp": ((784,), 100), "lenet": ((1, 28, 28), 64),
           "convnet": ((3, 32, 32), 128), "resnet20": ((3, 32, 32), 128),
@@ -49,12 +61,65 @@ def _all_functions():
     return found
 
 
+def measured_peak(size=PEAK_SIZE, repeats=PEAK_REPEATS):
+    """FLOP/s of the fastest of `repeats` float32 (size x size) @ (size x size) products in
+    NumPy's BLAS (2 * size**3 FLOPs each), on the threads it is allowed."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm up: threads started, pages touched
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def conv_flops(batch, c_out, pixels, depth):
+    """Multiply-adds of a convolution counted as the direct method: 2 FLOPs each, C_out output
+    maps of `pixels` outputs per image, each a sum over `depth` = C_in * KH * KW weights (or
+    the kept columns of a shape-compacted layer)."""
+    return 2 * batch * c_out * pixels * depth
+
+
+def op_flops(name, direction, args, result):
+    """FLOPs of one call of the Function `name` in `direction` (its forward or backward
+    arguments, the ctx first, and its result), or 0 for an op that is not a product."""
+    ctx = args[0]
+    if name == "Conv2d":
+        if direction == "forward":
+            weight2 = args[2]  # (C_out, R)
+            batch, c_out = result.shape[:2]
+            return conv_flops(batch, c_out, result.shape[2] * result.shape[3], weight2.shape[1])
+        grad_out = args[1]  # (B, C_out, OH, OW)
+        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])  # grad_x, grad_W
+        return products * conv_flops(grad_out.shape[0], grad_out.shape[1],
+                                     grad_out.shape[2] * grad_out.shape[3], ctx.weight2.shape[1])
+    if name == "Linear":
+        if direction == "forward":
+            x, weight = args[1], args[2]  # (B, in), (out, in)
+            return 2 * x.shape[0] * weight.shape[0] * weight.shape[1]
+        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])
+        return products * 2 * ctx.x.shape[0] * ctx.weight.shape[0] * ctx.weight.shape[1]
+    if name == "MatMul":
+        if direction == "forward":
+            a = args[1]
+            return 2 * int(np.prod(result.shape)) * a.shape[-1]
+        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])
+        return products * 2 * int(np.prod(args[1].shape)) * ctx.a.shape[-1]
+    return 0
+
+
 class OpClock:
-    """Wraps forward/backward of every Function subclass; sums seconds and calls per key."""
+    """Wraps forward/backward of every Function subclass; sums seconds, calls and FLOPs
+    (op_flops) per key."""
 
     def __init__(self):
         self.seconds = defaultdict(float)
         self.calls = defaultdict(int)
+        self.flops = defaultdict(int)
         self.active = False
         self._saved = []
 
@@ -69,6 +134,7 @@ class OpClock:
             result = original(*args, **kwargs)
             self.seconds[key] += time.perf_counter() - start
             self.calls[key] += 1
+            self.flops[key] += op_flops(key[0], direction, args, result)
             return result
         self._saved.append((cls, direction, cls.__dict__[direction]))
         setattr(cls, direction, staticmethod(timed))
@@ -100,7 +166,8 @@ def make_step(model):
 
 
 def profile(model_name, batch, steps, warmup):
-    """Return (rows, total seconds per step); rows are (op, direction, s/step, calls/step)."""
+    """Return (rows, total seconds per step); rows are (op, direction, s/step, calls/step,
+    FLOPs/step)."""
     shape, _ = MODELS[model_name]
     rng = np.random.default_rng(0)
     inputs = rng.standard_normal((batch, *shape)).astype(np.float32)
@@ -118,25 +185,40 @@ def profile(model_name, batch, steps, warmup):
         total = (time.perf_counter() - start) / steps
     finally:
         clock.remove()
-    rows = [(name, direction, seconds / steps, clock.calls[(name, direction)] / steps)
+    rows = [(name, direction, seconds / steps, clock.calls[(name, direction)] / steps,
+             clock.flops[(name, direction)] / steps)
             for (name, direction), seconds in clock.seconds.items()]
     rows.sort(key=lambda row: -row[2])
     return rows, total
 
 
-def print_profile(model_name, batch, steps, rows, total, top):
+def print_profile(model_name, batch, steps, rows, total, top, peak):
+    """The table: per op and direction its time, share of the step, calls and, for the
+    products, GFLOP/s and share of the measured `peak` (FLOP/s); then the whole step's."""
     print(f"{model_name}, batch {batch}: {total * 1000:.1f} ms per training step "
           f"(mean of {steps})")
-    print(f"{'op':<20}{'direction':<10}{'ms/step':>9}{'share':>8}{'calls':>7}")
+    print(f"{'op':<20}{'direction':<10}{'ms/step':>9}{'share':>8}{'calls':>7}"
+          f"{'GFLOP/s':>9}{'of peak':>9}")
     shown = rows if top is None else rows[:top]
-    for name, direction, seconds, calls in shown:
+    for name, direction, seconds, calls, flops in shown:
+        rate = (f"{flops / seconds / 1e9:>9.1f}{flops / seconds / peak:>9.1%}"
+                if flops and seconds else "")
         print(f"{name:<20}{direction:<10}{seconds * 1000:>9.2f}{seconds / total:>8.1%}"
-              f"{calls:>7.0f}")
+              f"{calls:>7.0f}{rate}")
     hidden = sum(row[2] for row in rows[len(shown):])
     if hidden:
         print(f"{'(other ops)':<30}{hidden * 1000:>9.2f}{hidden / total:>8.1%}")
     outside = total - sum(row[2] for row in rows)
     print(f"{'(outside ops)':<30}{outside * 1000:>9.2f}{outside / total:>8.1%}")
+    for direction in ("forward", "backward"):
+        flops = sum(row[4] for row in rows if row[1] == direction)
+        seconds = sum(row[2] for row in rows if row[1] == direction)
+        print(f"all {direction} ops: {seconds * 1000:.1f} ms, {flops / 1e9:.2f} GFLOP, "
+              f"{flops / seconds / 1e9:.1f} GFLOP/s ({flops / seconds / peak:.1%} of peak)")
+    flops = sum(row[4] for row in rows)
+    print(f"whole step: {flops / 1e9:.2f} GFLOP (convolutions and products, counted as the "
+          f"direct method) in {total * 1000:.1f} ms: {flops / total / 1e9:.1f} GFLOP/s, "
+          f"{flops / total / peak:.1%} of the peak")
 
 
 def parse_args(argv):
@@ -159,15 +241,19 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     batch = args.batch or MODELS[args.model][1]
+    peak = measured_peak()
+    print(f"peak: {peak / 1e9:.1f} GFLOP/s, the fastest of {PEAK_REPEATS} float32 "
+          f"{PEAK_SIZE}x{PEAK_SIZE} matrix products in NumPy's BLAS on this machine, now")
     rows, total = profile(args.model, batch, args.steps, args.warmup)
-    print_profile(args.model, batch, args.steps, rows, total, args.top)
+    print_profile(args.model, batch, args.steps, rows, total, args.top, peak)
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"model": args.model, "batch": batch, "steps": args.steps,
-                       "ms_per_step": 1000 * total,
+                       "ms_per_step": 1000 * total, "peak_gflops": peak / 1e9,
                        "rows": [{"op": name, "direction": direction, "ms_per_step": 1000 * seconds,
-                                 "calls_per_step": calls}
-                                for name, direction, seconds, calls in rows]}, handle, indent=2)
+                                 "calls_per_step": calls, "gflop_per_step": flops / 1e9}
+                                for name, direction, seconds, calls, flops in rows]},
+                      handle, indent=2)
         print(f"wrote {args.json}")
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks import alexnet
 from minissl import Tensor, compact, data, models, no_grad, timing
+from minissl.atomic import atomic_file
 
 # Wen et al. 2016: LeNet structures (filters, channels of conv2, shape columns) and the CPU
 # speedups the paper measured for conv1 / conv2 (Table 1 rows #2, #3; Table 2 rows #4, #5).
@@ -213,7 +214,7 @@ def main(argv=None):
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         print(f"wrote {alexnet.figure(points, args.figure)}")
         if args.json:
-            with open(args.json, "w") as handle:
+            with atomic_file(args.json) as handle:
                 json.dump({"paper": "alexnet", "points": points}, handle, indent=2)
             print(f"wrote {args.json}")
         return
@@ -237,7 +238,7 @@ def main(argv=None):
               " them. #4 and #5 keep 2 and 1 conv1 filters, as Table 2's \"channels 1-2\" and"
               " \"1-1\" say.")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"paper": args.paper, "rows": results}, handle, indent=2)
         print(f"wrote {args.json}")
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from minissl.atomic import atomic_file
+
 SETTINGS = {
     # each setting names GOMP_SPINCOUNT: minissl (imported by this parent process) sets it
     # in the environment the children inherit, and libgomp lets it override the wait policy
@@ -135,7 +137,7 @@ def main(argv=None):
               f"{row['inference_1_ms']:>14.3f}{row['inference_100_ms']:>16.2f}"
               f"{row['gemm_after_blas_gflops']:>23.1f}")
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"rows": rows}, handle, indent=2)
         print(f"wrote {args.json}")
 

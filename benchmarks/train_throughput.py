@@ -32,6 +32,8 @@ import warnings
 
 import numpy as np
 
+from minissl.atomic import atomic_file
+
 MODELS = {"mlp": 100, "lenet": 64, "convnet": 128, "resnet20": 128}  # model -> batch size
 CIFAR_MODELS = ("convnet", "resnet20")
 FULL_TRAIN_SIZE = {"mlp": 60000, "lenet": 60000, "convnet": 50000, "resnet20": 50000}
@@ -257,7 +259,7 @@ def main(argv=None):
         rows.append(row)
         print_row(row)
     if args.json:
-        with open(args.json, "w") as handle:
+        with atomic_file(args.json) as handle:
             json.dump({"rows": rows, "steps_timed": args.steps, "rounds": args.rounds}, handle,
                       indent=2)
         print(f"wrote {args.json}")

@@ -119,6 +119,32 @@ def test_profile_step_accounts_for_every_op(tmp_path, capsys):
     assert "outside ops" in capsys.readouterr().out
 
 
+def test_profile_step_counts_the_direct_methods_flops(tmp_path, capsys, monkeypatch):
+    """The FLOPs of a LeNet step at batch 8, by hand (2 per multiply-add): forward conv1
+    8*20*24*24*25, conv2 8*50*8*8*500, fc1 8*500*800, fc2 8*10*500; backward the same for
+    each gradient computed (conv1 needs no gradient to its input, so only its weights'), and
+    the rates are shares of the measured peak (faked here: the real one takes a second)."""
+    monkeypatch.setattr(profile_step, "measured_peak", lambda: 1e11)
+    path = tmp_path / "profile.json"
+    profile_step.main(["--model", "lenet", "--batch", "8", "--steps", "1", "--warmup", "1",
+                       "--json", str(path)])
+    result = json.loads(path.read_text())
+    gflop = {(row["op"], row["direction"]): row["gflop_per_step"] for row in result["rows"]}
+    conv1, conv2 = 2 * 8 * 20 * 576 * 25, 2 * 8 * 50 * 64 * 500
+    fc1, fc2 = 2 * 8 * 500 * 800, 2 * 8 * 10 * 500
+    assert gflop[("Conv2d", "forward")] * 1e9 == pytest.approx(conv1 + conv2)
+    assert gflop[("Conv2d", "backward")] * 1e9 == pytest.approx(conv1 + 2 * conv2)
+    assert gflop[("Linear", "forward")] * 1e9 == pytest.approx(fc1 + fc2)
+    assert gflop[("Linear", "backward")] * 1e9 == pytest.approx(2 * (fc1 + fc2))
+    assert gflop[("MaxPool2d", "forward")] == 0 and result["peak_gflops"] == 100
+    printed = capsys.readouterr().out
+    assert "peak: 100.0 GFLOP/s" in printed and "of the peak" in printed
+
+
+def test_the_measured_peak_is_a_positive_rate():
+    assert 0 < profile_step.measured_peak(size=64, repeats=2) < float("inf")
+
+
 def test_memory_reuse_keeps_page_faults_away(tmp_path):
     """With minissl's malloc settings a ConvNet step page-faults far less than without. On one
     thread: with chunk workers, which thread's heap serves a chunk depends on the load."""
