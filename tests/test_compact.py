@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from minissl import Tensor, data, models, nn, no_grad
-from minissl.compact import CompactionError, compact, plan_compaction
+from minissl.compact import CompactionError, compact, plan_compaction, zero_dropped_weights
 from minissl.compact import trace_shapes
 
 
@@ -149,6 +149,48 @@ def test_compacted_model_equals_sparse_model_on_mnist(family, kind, digits):
     assert counted_flops(model, input_shape) == plan.flops_before
     if kind == "depth":
         assert plan.removed_blocks == ["3"]
+
+
+@pytest.mark.parametrize("family, kind", CASES)
+def test_zeroing_the_dropped_weights_changes_no_output_and_no_plan(family, kind, digits):
+    """The weights compaction drops, set to zero in the sparse model: its outputs stay the
+    same to the bit, it compacts to the same plan, and afterwards every weight outside the
+    plan's kept rows and inputs is zero (each counted once in the report)."""
+    builder, input_shape = FAMILIES[family]
+    model = builder().eval()
+    rng = np.random.default_rng(zlib.crc32(f"{family} {kind}".encode()))
+    zero_depth(model) if kind == "depth" else zero_groups(model, kind, rng)
+    x = inputs_for(digits, input_shape, np.float64)
+    with no_grad():
+        before = model(Tensor(x)).data
+    plan = plan_compaction(model, input_shape)
+    nonzero = {name: int(np.count_nonzero(layer.weight.data))
+               + (int(np.count_nonzero(layer.bias.data)) if layer.bias is not None else 0)
+               for name, layer in weight_layers(model)}
+    zeroed = zero_dropped_weights(model, input_shape)
+    with no_grad():
+        np.testing.assert_array_equal(model(Tensor(x)).data, before)
+    assert plan_compaction(model, input_shape).to_dict() == plan.to_dict()
+    for name, layer in weight_layers(model):
+        kept = plan.layer(name)
+        weight = layer.weight.data
+        outside = np.ones(weight.shape[:2], dtype=bool)
+        outside[np.ix_(kept.kept_out, kept.kept_in)] = False
+        assert not np.any(weight[outside])
+        now = int(np.count_nonzero(weight)) + (int(np.count_nonzero(layer.bias.data))
+                                               if layer.bias is not None else 0)
+        assert nonzero[name] - now == zeroed.get(name, 0)
+
+
+def test_the_columns_on_a_channel_no_filter_produces_are_zeroed():
+    """conv1's filter 2 is zero (weights and bias): conv2's 9 columns on channel 2 read only
+    zeros, and are the only weights set to zero."""
+    model = conv_dense_net()
+    conv1, conv2 = model[0], model[3]
+    conv1.weight.data[2] = 0
+    conv1.bias.data[2] = 0
+    assert zero_dropped_weights(model, (1, 28, 28)) == {"3": 8 * 9}
+    assert not np.any(conv2.weight.data[:, 2]) and np.all(conv2.weight.data[:, [0, 1, 3, 4, 5]])
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -3,6 +3,7 @@ the same function (docs/design.md, Compaction).
 
     plan = plan_compaction(model, input_shape=(1, 28, 28))   # plain data; print or save_json
     small, report = compact(model, input_shape=(1, 28, 28))  # report is the plan
+    zero_dropped_weights(model, input_shape=(1, 28, 28))     # the sparse model, same outputs
 
 `chain.py` follows the model as a chain of declared layers (minissl/nn/protocol.py) and
 traces one sample's shape along it, `plan.py` decides what can go and counts the FLOPs
@@ -37,5 +38,45 @@ def compact(model, input_shape=None):
     return small, plan
 
 
-__all__ = ["compact", "plan_compaction", "build_compacted", "build_layer", "layer_chain",
-           "trace_shapes", "CompactionPlan", "LayerPlan", "CompactionError"]
+def zero_dropped_weights(model, input_shape=None):
+    """Set to exactly zero, in place, every weight of `model` that its compacted copy drops:
+    the rows of outputs it removes and the columns of inputs it removes (a Conv2d's input
+    channels, a Linear's input columns), with their biases. Returns {layer name: number of
+    weights (and biases) that were nonzero and are now zero}, for the layers where any were.
+
+    The model's outputs do not change: a dropped input carries exactly zero (a filter whose
+    weights and bias are zero, through ReLUs and pools) or is read by no kept output, so every
+    weight set here multiplied a zero or fed an output nobody reads. What it changes is the
+    count of zero groups: a conv layer's columns on a channel the layer before no longer
+    produces are zero afterwards, as the group lasso would make them given enough steps (their
+    loss gradient is zero; only the penalty moves them). BatchNorm parameters are left alone.
+    Raises CompactionError as plan_compaction does.
+    """
+    plan = plan_compaction(model, input_shape)
+    modules = dict(model.named_modules())
+    zeroed = {}
+    for layer in plan.layers:
+        if layer.kind not in ("linear", "conv"):
+            continue
+        module = modules[layer.name]
+        weight = module.weight.data
+        xp = xp_of(weight)
+        drop_out = np.ones(weight.shape[0], dtype=bool)
+        drop_out[layer.kept_out] = False
+        drop_in = np.ones(weight.shape[1], dtype=bool)
+        drop_in[layer.kept_in] = False
+        drop_out, drop_in = xp.asarray(drop_out), xp.asarray(drop_in)
+        count = int(xp.count_nonzero(weight[drop_out])) + int(xp.count_nonzero(weight[:, drop_in]))
+        count -= int(xp.count_nonzero(weight[drop_out][:, drop_in]))  # counted twice
+        weight[drop_out] = 0
+        weight[:, drop_in] = 0
+        if module.bias is not None:
+            count += int(xp.count_nonzero(module.bias.data[drop_out]))
+            module.bias.data[drop_out] = 0
+        if count:
+            zeroed[layer.name] = count
+    return zeroed
+
+
+__all__ = ["compact", "zero_dropped_weights", "plan_compaction", "build_compacted", "build_layer",
+           "layer_chain", "trace_shapes", "CompactionPlan", "LayerPlan", "CompactionError"]

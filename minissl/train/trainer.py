@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minissl import optim
-from minissl.nn import StateDictError
+from minissl import compact, optim
+from minissl.nn import CompactionError, StateDictError
 from minissl.train import checkpoint
 from minissl.train.config import DataSchedule, SGDConfig
 from minissl.train.loop import error_rate, train_epoch
@@ -25,11 +25,14 @@ from minissl.train.loop import error_rate, train_epoch
 
 @dataclass(frozen=True)
 class SSLOutcome:
-    """What Trainer.ssl did: the cut's report (minissl.ssl CutReport) and the test error
-    just before and just after it."""
+    """What Trainer.ssl did: the cut's report (minissl.ssl CutReport), the test error just
+    before and just after it, and the weights set to zero after it because compaction drops
+    them ({layer name: count}, minissl.compact.zero_dropped_weights; None when the model
+    cannot be compacted)."""
     cut: object
     error_before_cut: float
     error_after_cut: float
+    dropped: dict = None
 
 
 class Trainer:
@@ -134,10 +137,34 @@ class Trainer:
         self._say(f"{name} cut: {cut.groups_zeroed} groups with 0 < norm < {cut.threshold:g} set "
                   f"to exactly zero (largest such norm {cut.largest_norm_zeroed:.2e}); test "
                   f"error {error_before:.2%} -> {error_after:.2%}")
+        dropped = self._zero_dropped_weights(model, name, error_after)
         if schedule.finetune_epochs:
             self.fit(model, f"{name} fine-tune", schedule.finetune_epochs, schedule.finetune_lr,
                      lasso.hold_zeros(), describe)
-        return SSLOutcome(cut, error_before, error_after)
+        return SSLOutcome(cut, error_before, error_after, dropped)
+
+    def _zero_dropped_weights(self, model, name, error):
+        """After the cut: zero the weights compaction will drop (they read a channel no
+        filter produces any more, or feed an output no layer reads), so that the zero
+        columns and rows counted from here on are the structure the compacted model has.
+        Checks that the test error stays `error` (the outputs do not change); returns
+        {layer: weights zeroed}, or None when the model cannot be compacted."""
+        try:
+            dropped = compact.zero_dropped_weights(model, self.split[2].shape[1:])
+        except CompactionError as error_text:
+            self._say(f"{name}: the weights compaction drops are left as they are "
+                      f"({error_text})")
+            return None
+        if dropped:
+            now = self.error(model)
+            if now != error:
+                raise RuntimeError(f"{name}: zeroing the weights compaction drops changed the "
+                                     f"test error from {error:.4%} to {now:.4%}")
+            layers = ", ".join(f"{layer} {count}" for layer, count in dropped.items())
+            self._say(f"{name}: {sum(dropped.values())} weights that compaction drops anyway "
+                      f"(reading removed channels or feeding removed outputs) set to zero "
+                      f"({layers}); test error unchanged, {now:.2%}")
+        return dropped
 
     def load_finished_phase(self, model, out, phase):
         """Load into `model` the weights `phase` finished with in the run whose folder was
