@@ -1,7 +1,7 @@
 """Seconds per training epoch and peak memory: minissl against PyTorch on the CPU.
 
     python -m benchmarks.train_throughput                  # MLP and LeNet, full MNIST
-    python -m benchmarks.train_throughput --models convnet resnet20 --rounds 2
+    python -m benchmarks.train_throughput --models convnet resnet20 resnet32 --rounds 2
     python -m benchmarks.train_throughput --json out.json
     python -m benchmarks.train_throughput --steps 200      # time 200 steps, scale to an epoch
     python -m benchmarks.train_throughput --help
@@ -9,8 +9,8 @@
 Same model, batch, float32 data, SGD with momentum 0.9 and weight decay, and 2 threads on
 both sides: the MLP 784-500-300-10 at batch 100 and Caffe's LeNet at batch 64 on the full
 MNIST training set (found like the demos find it: $MINISSL_DATA, the cache, ...); the
-CIFAR-10 ConvNet and ResNet-20 (`minissl.models`, rebuilt layer for layer in PyTorch) at
-batch 128 on random images of CIFAR's shape (a step costs the same whatever the pixels;
+CIFAR-10 ConvNet, ResNet-20 and ResNet-32 (`minissl.models`, rebuilt layer for layer in
+PyTorch) at batch 128 on random images of CIFAR's shape (a step costs the same whatever the pixels;
 20 steps unless --steps says otherwise), scaled to a 50,000-image epoch.
 An epoch's time is the median step time times the steps of an epoch (the median, because
 these machines are shared and a few steps can be slowed by others). Each measurement runs
@@ -34,9 +34,10 @@ import numpy as np
 
 from minissl.atomic import atomic_file
 
-MODELS = {"mlp": 100, "lenet": 64, "convnet": 128, "resnet20": 128}  # model -> batch size
-CIFAR_MODELS = ("convnet", "resnet20")
-FULL_TRAIN_SIZE = {"mlp": 60000, "lenet": 60000, "convnet": 50000, "resnet20": 50000}
+MODELS = {"mlp": 100, "lenet": 64, "convnet": 128, "resnet20": 128, "resnet32": 128}  # batch
+CIFAR_MODELS = ("convnet", "resnet20", "resnet32")
+FULL_TRAIN_SIZE = {"mlp": 60000, "lenet": 60000, "convnet": 50000, "resnet20": 50000,
+                   "resnet32": 50000}
 CIFAR_DEFAULT_STEPS = 20
 HEADER = (f"{'model':<9}{'batch':>5}{'ours s/epoch':>14}{'torch s/epoch':>15}{'ours/torch':>12}"
           f"{'ours peak MB':>14}{'torch peak MB':>15}")
@@ -87,11 +88,11 @@ def torch_model(model_name):
             nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
             nn.Flatten(), nn.Linear(1024, 10))
-    return _torch_resnet20()
+    return _torch_resnet(int(model_name.removeprefix("resnet")))
 
 
-def _torch_resnet20():
-    """ResNet-20 for CIFAR as `minissl.models.resnet_cifar(20)` builds it."""
+def _torch_resnet(depth):
+    """The CIFAR ResNet of `depth` (6n + 2) as `minissl.models.resnet_cifar(depth)` builds it."""
     import torch
 
     nn = torch.nn
@@ -117,7 +118,7 @@ def _torch_resnet20():
     layers = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
     in_channels = 16
     for stage, channels in enumerate((16, 32, 64)):
-        for index in range(3):
+        for index in range((depth - 2) // 6):
             layers.append(Block(in_channels, channels, 2 if stage > 0 and index == 0 else 1))
             in_channels = channels
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
