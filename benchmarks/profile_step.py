@@ -18,15 +18,19 @@ direct method does them (2 per multiply-add: 2 * B * C_out * OH * OW * C_in * KH
 convolution's forward, the same again for each of its two gradients computed), divided by
 the op's time, and that rate as a share of this machine's peak. The peak is measured here,
 first: the fastest of several float32 2048 x 2048 matrix products in NumPy's BLAS on all
-threads (what a tuned GEMM reaches on this machine, a little under the cores' FMA limit).
+threads (what a tuned GEMM reaches on this machine, a little under the cores' FMA limit for
+the vector width that BLAS uses: the line says when OPENBLAS_CORETYPE holds it to an older
+CPU's, e.g. AVX2 on a CPU with AVX-512, where another library can run twice as wide).
 The whole step's rate counts the same FLOPs over the whole step's time.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +79,25 @@ def measured_peak(size=PEAK_SIZE, repeats=PEAK_REPEATS):
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best
+
+
+def vector_facts():
+    """What bounds the measured peak: the CPU's widest vector extension (from /proc/cpuinfo,
+    where there is one) and OPENBLAS_CORETYPE when it is set (it makes OpenBLAS run the
+    kernels of an older CPU, e.g. Haswell's AVX2 ones on a CPU with AVX-512, so the peak
+    measured through it is that older CPU's; other libraries may still use the wider ones)."""
+    facts = []
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if flags:
+        widest = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE or less"
+        facts.append(f"the CPU has {widest}")
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    if coretype:
+        facts.append(f"OPENBLAS_CORETYPE={coretype} makes OpenBLAS use {coretype}'s kernels")
+    return facts
 
 
 def conv_flops(batch, c_out, pixels, depth):
@@ -243,7 +266,8 @@ def main(argv=None):
     batch = args.batch or MODELS[args.model][1]
     peak = measured_peak()
     print(f"peak: {peak / 1e9:.1f} GFLOP/s, the fastest of {PEAK_REPEATS} float32 "
-          f"{PEAK_SIZE}x{PEAK_SIZE} matrix products in NumPy's BLAS on this machine, now")
+          f"{PEAK_SIZE}x{PEAK_SIZE} matrix products in NumPy's BLAS on this machine, now"
+          + "".join(f"; {fact}" for fact in vector_facts()))
     rows, total = profile(args.model, batch, args.steps, args.warmup)
     print_profile(args.model, batch, args.steps, rows, total, args.top, peak)
     if args.json:

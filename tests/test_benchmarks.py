@@ -145,6 +145,14 @@ def test_the_measured_peak_is_a_positive_rate():
     assert 0 < profile_step.measured_peak(size=64, repeats=2) < float("inf")
 
 
+def test_the_peak_line_says_when_openblas_is_held_to_an_older_cpu(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert "OPENBLAS_CORETYPE=Haswell makes OpenBLAS use Haswell's kernels" in (
+        profile_step.vector_facts())
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert not any("OPENBLAS_CORETYPE" in fact for fact in profile_step.vector_facts())
+
+
 def test_memory_reuse_keeps_page_faults_away(tmp_path):
     """With minissl's malloc settings a ConvNet step page-faults far less than without. On one
     thread: with chunk workers, which thread's heap serves a chunk depends on the load."""
