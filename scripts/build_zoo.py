@@ -134,8 +134,10 @@ def main(argv=None):
     if missing:
         sys.exit(f"error: {args.run} has no row {', '.join(sorted(missing))}")
     split, facts = load_split(results)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    # the commit the run trained with (its record says), else the checkout's
+    commit = results.get("run", {}).get("commit") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     folder = zoo.FOLDER / experiment
     folder.mkdir(exist_ok=True)
     dataset = {key: facts[key] for key in ("name", "n_train", "n_test", "mean", "std")
