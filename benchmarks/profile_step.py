@@ -107,32 +107,30 @@ def conv_flops(batch, c_out, pixels, depth):
     return 2 * batch * c_out * pixels * depth
 
 
+def _gradients(ctx):
+    """How many of a product's two gradients (to its first input, to its second) a backward
+    call computes; each costs as many FLOPs as the forward product."""
+    return int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])
+
+
 def op_flops(name, direction, args, result):
     """FLOPs of one call of the Function `name` in `direction` (its forward or backward
-    arguments, the ctx first, and its result), or 0 for an op that is not a product."""
-    ctx = args[0]
+    arguments, the ctx first, and its result), or 0 for an op that is not a product.
+    The forward counts agree with the compaction plan's (tests/test_benchmarks.py)."""
+    ctx, backward = args[0], direction == "backward"
     if name == "Conv2d":
-        if direction == "forward":
-            weight2 = args[2]  # (C_out, R)
-            batch, c_out = result.shape[:2]
-            return conv_flops(batch, c_out, result.shape[2] * result.shape[3], weight2.shape[1])
-        grad_out = args[1]  # (B, C_out, OH, OW)
-        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])  # grad_x, grad_W
-        return products * conv_flops(grad_out.shape[0], grad_out.shape[1],
-                                     grad_out.shape[2] * grad_out.shape[3], ctx.weight2.shape[1])
-    if name == "Linear":
-        if direction == "forward":
-            x, weight = args[1], args[2]  # (B, in), (out, in)
-            return 2 * x.shape[0] * weight.shape[0] * weight.shape[1]
-        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])
-        return products * 2 * ctx.x.shape[0] * ctx.weight.shape[0] * ctx.weight.shape[1]
-    if name == "MatMul":
-        if direction == "forward":
-            a = args[1]
-            return 2 * int(np.prod(result.shape)) * a.shape[-1]
-        products = int(ctx.needs_grad[0]) + int(ctx.needs_grad[1])
-        return products * 2 * int(np.prod(args[1].shape)) * ctx.a.shape[-1]
-    return 0
+        out = args[1] if backward else result  # grad_out or the output, (B, C_out, OH, OW)
+        depth = (ctx.weight2 if backward else args[2]).shape[1]  # W2 (C_out, R)
+        flops = conv_flops(out.shape[0], out.shape[1], out.shape[2] * out.shape[3], depth)
+    elif name == "Linear":
+        x, weight = (ctx.x, ctx.weight) if backward else args[1:3]  # (B, in), (out, in)
+        flops = 2 * x.shape[0] * weight.shape[0] * weight.shape[1]
+    elif name == "MatMul":
+        out, a = (args[1], ctx.a) if backward else (result, args[1])  # (*, n, m), (*, n, k)
+        flops = 2 * int(np.prod(out.shape)) * a.shape[-1]
+    else:
+        return 0
+    return _gradients(ctx) * flops if backward else flops
 
 
 class OpClock:

@@ -10,8 +10,8 @@ Same model, batch, float32 data, SGD with momentum 0.9 and weight decay, and 2 t
 both sides: the MLP 784-500-300-10 at batch 100 and Caffe's LeNet at batch 64 on the full
 MNIST training set (found like the demos find it: $MINISSL_DATA, the cache, ...); the
 CIFAR-10 ConvNet, ResNet-20 and ResNet-32 (`minissl.models`, rebuilt layer for layer in
-PyTorch) at batch 128 on random images of CIFAR's shape (a step costs the same whatever the pixels;
-20 steps unless --steps says otherwise), scaled to a 50,000-image epoch.
+PyTorch) at batch 128 on random images of CIFAR's shape (a step costs the same whatever the
+pixels; 20 steps unless --steps says otherwise), scaled to a 50,000-image epoch.
 An epoch's time is the median step time times the steps of an epoch (the median, because
 these machines are shared and a few steps can be slowed by others). Each measurement runs
 in its own child process, so the peak resident memory of each framework is its own and

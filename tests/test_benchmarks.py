@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from minissl.compact import compact
+from minissl import models
+from minissl.compact import compact, plan_compaction
 from benchmarks import (conv_chunks, conv_tiles, filter_counts, gpu_epoch, input_pipeline, kernels,
                         memory_reuse, profile_step, speedup, threads, train_throughput)
 
@@ -137,6 +138,9 @@ def test_profile_step_counts_the_direct_methods_flops(tmp_path, capsys, monkeypa
     assert gflop[("Linear", "forward")] * 1e9 == pytest.approx(fc1 + fc2)
     assert gflop[("Linear", "backward")] * 1e9 == pytest.approx(2 * (fc1 + fc2))
     assert gflop[("MaxPool2d", "forward")] == 0 and result["peak_gflops"] == 100
+    plan = plan_compaction(models.lenet(), (1, 28, 28))  # the tables' FLOP counter, per image
+    assert (gflop[("Conv2d", "forward")] + gflop[("Linear", "forward")]) * 1e9 == pytest.approx(
+        8 * plan.flops_before)
     printed = capsys.readouterr().out
     assert "peak: 100.0 GFLOP/s" in printed and "of the peak" in printed
 

@@ -7,7 +7,7 @@ the same function (docs/design.md, Compaction).
 
 `chain.py` follows the model as a chain of declared layers (minissl/nn/protocol.py) and
 traces one sample's shape along it, `plan.py` decides what can go and counts the FLOPs
-(the one FLOP counter every table and benchmark uses), `build.py` builds the new layers.
+(the one FLOP counter every table uses), `build.py` builds the new layers.
 """
 
 import numpy as np
@@ -66,13 +66,13 @@ def zero_dropped_weights(model, input_shape=None):
         drop_in = np.ones(weight.shape[1], dtype=bool)
         drop_in[layer.kept_in] = False
         drop_out, drop_in = xp.asarray(drop_out), xp.asarray(drop_in)
-        count = int(xp.count_nonzero(weight[drop_out])) + int(xp.count_nonzero(weight[:, drop_in]))
-        count -= int(xp.count_nonzero(weight[drop_out][:, drop_in]))  # counted twice
+        parameters = [weight] if module.bias is None else [weight, module.bias.data]
+        before = sum(int(xp.count_nonzero(array)) for array in parameters)
         weight[drop_out] = 0
         weight[:, drop_in] = 0
         if module.bias is not None:
-            count += int(xp.count_nonzero(module.bias.data[drop_out]))
             module.bias.data[drop_out] = 0
+        count = before - sum(int(xp.count_nonzero(array)) for array in parameters)
         if count:
             zeroed[layer.name] = count
     return zeroed

@@ -151,15 +151,14 @@ class Trainer:
         {layer: weights zeroed}, or None when the model cannot be compacted."""
         try:
             dropped = compact.zero_dropped_weights(model, self.split[2].shape[1:])
-        except CompactionError as error_text:
-            self._say(f"{name}: the weights compaction drops are left as they are "
-                      f"({error_text})")
+        except CompactionError as problem:
+            self._say(f"{name}: the weights compaction drops are left as they are ({problem})")
             return None
         if dropped:
             now = self.error(model)
             if now != error:
                 raise RuntimeError(f"{name}: zeroing the weights compaction drops changed the "
-                                     f"test error from {error:.4%} to {now:.4%}")
+                                   f"test error from {error:.4%} to {now:.4%}")
             layers = ", ".join(f"{layer} {count}" for layer, count in dropped.items())
             self._say(f"{name}: {sum(dropped.values())} weights that compaction drops anyway "
                       f"(reading removed channels or feeding removed outputs) set to zero "
