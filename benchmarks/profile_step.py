@@ -20,7 +20,9 @@ the op's time, and that rate as a share of this machine's peak. The peak is meas
 first: the fastest of several float32 2048 x 2048 matrix products in NumPy's BLAS on all
 threads (what a tuned GEMM reaches on this machine, a little under the cores' FMA limit for
 the vector width that BLAS uses: the line says when OPENBLAS_CORETYPE holds it to an older
-CPU's, e.g. AVX2 on a CPU with AVX-512, where another library can run twice as wide).
+CPU's, e.g. AVX2 on a CPU with AVX-512). Where PyTorch is installed, the same product is timed
+in it too, which says whether BLAS's peak is the machine's: on a CPU that runs AVX-512 as two
+256-bit halves (AMD Zen 4) the widths have the same peak.
 The whole step's rate counts the same FLOPs over the whole step's time.
 """
 
@@ -79,6 +81,31 @@ def measured_peak(size=PEAK_SIZE, repeats=PEAK_REPEATS):
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best
+
+
+def torch_peak(size=PEAK_SIZE, repeats=PEAK_REPEATS):
+    """(FLOP/s, CPU capability) of the same product in PyTorch, on the same number of threads
+    as minissl's kernels, or None when PyTorch is not installed: its kernels (oneDNN, MKL) pick
+    their own vector width, so this says whether BLAS's peak is the machine's."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import numba
+
+    torch.set_num_threads(numba.get_num_threads())
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.standard_normal((size, size), dtype=np.float32))
+    b = torch.from_numpy(rng.standard_normal((size, size), dtype=np.float32))
+    out = torch.empty((size, size), dtype=torch.float32)
+    torch.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
+    return 2 * size ** 3 / best, capability
 
 
 def vector_facts():
@@ -266,6 +293,10 @@ def main(argv=None):
     print(f"peak: {peak / 1e9:.1f} GFLOP/s, the fastest of {PEAK_REPEATS} float32 "
           f"{PEAK_SIZE}x{PEAK_SIZE} matrix products in NumPy's BLAS on this machine, now"
           + "".join(f"; {fact}" for fact in vector_facts()))
+    other = torch_peak()
+    if other is not None:
+        print(f"      {other[0] / 1e9:.1f} GFLOP/s for the same product in PyTorch "
+              f"(CPU capability {other[1]}), for comparison")
     rows, total = profile(args.model, batch, args.steps, args.warmup)
     print_profile(args.model, batch, args.steps, rows, total, args.top, peak)
     if args.json:

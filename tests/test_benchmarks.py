@@ -126,6 +126,7 @@ def test_profile_step_counts_the_direct_methods_flops(tmp_path, capsys, monkeypa
     each gradient computed (conv1 needs no gradient to its input, so only its weights'), and
     the rates are shares of the measured peak (faked here: the real one takes a second)."""
     monkeypatch.setattr(profile_step, "measured_peak", lambda: 1e11)
+    monkeypatch.setattr(profile_step, "torch_peak", lambda: (5e10, "AVX2"))
     path = tmp_path / "profile.json"
     profile_step.main(["--model", "lenet", "--batch", "8", "--steps", "1", "--warmup", "1",
                        "--json", str(path)])
@@ -143,10 +144,17 @@ def test_profile_step_counts_the_direct_methods_flops(tmp_path, capsys, monkeypa
         8 * plan.flops_before)
     printed = capsys.readouterr().out
     assert "peak: 100.0 GFLOP/s" in printed and "of the peak" in printed
+    assert "50.0 GFLOP/s for the same product in PyTorch (CPU capability AVX2)" in printed
 
 
 def test_the_measured_peak_is_a_positive_rate():
     assert 0 < profile_step.measured_peak(size=64, repeats=2) < float("inf")
+
+
+def test_pytorchs_peak_is_a_positive_rate_where_pytorch_is_installed():
+    pytest.importorskip("torch")
+    rate, capability = profile_step.torch_peak(size=64, repeats=2)
+    assert 0 < rate < float("inf") and capability
 
 
 def test_the_peak_line_says_when_openblas_is_held_to_an_older_cpu(monkeypatch):
