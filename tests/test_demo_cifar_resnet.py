@@ -43,6 +43,12 @@ def test_branch_norms_and_the_epoch_line_follow_the_branches():
     assert fields["layers_per_stage"] == [4, 6, 6] and fields["branch_norms"][1] == 0
     assert text.endswith(f"smallest branch norm per stage 0/{min(norms[3:6]):.3g}/"
                          f"{min(norms[6:]):.3g}")
+    assert fields["below_cut"] == 0
+    for parameter in dict(cifar_resnet.blocks_of(model))["3"].branch.parameters():
+        parameter.data *= 1e-9  # held near zero by the prox step, not yet cut
+    fields, text = cifar_resnet.describe_depth(model, cut=0.05)
+    assert fields["layers_per_stage"] == [4, 6, 6] and fields["below_cut"] == 1
+    assert text.endswith("(1 below the cut 0.05)")
 
 
 def test_help_states_the_measured_durations(capsys):

@@ -130,15 +130,21 @@ def layers_per_stage(model, norms=None):
             for stage in range(3)]
 
 
-def describe_depth(model):
-    """History fields and epoch-line text for an SSL phase: the layers left per stage and
-    each stage's smallest branch norm (how close the next branch is to being removed)."""
+def describe_depth(model, cut=0.0):
+    """History fields and epoch-line text for an SSL phase: the layers left per stage, each
+    stage's smallest branch norm (how close the next branch is to being removed) and, with a
+    `cut`, how many live branches are below it: a branch the prox step holds at zero is pushed
+    out again by every gradient step, so it is counted alive at a norm of 1e-7 until the cut
+    after the prox epochs sets it to exactly zero."""
     norms = branch_norms(model)
     stages, per_stage = layers_per_stage(model, norms), len(norms) // 3
     smallest = [min(norms[stage * per_stage:(stage + 1) * per_stage]) for stage in range(3)]
-    return ({"layers_per_stage": stages, "branch_norms": norms},
-            f"  layers per stage {'-'.join(map(str, stages))}  smallest branch norm per stage "
+    below = sum(0 < norm < cut for norm in norms)
+    text = (f"  layers per stage {'-'.join(map(str, stages))}  smallest branch norm per stage "
             + "/".join(f"{norm:.3g}" for norm in smallest))
+    if below:
+        text += f"  ({below} below the cut {cut:g})"
+    return {"layers_per_stage": stages, "branch_norms": norms, "below_cut": below}, text
 
 
 def result_row(name, model, trainer, timing, rules=(), cut=None):
@@ -209,7 +215,8 @@ def train_rows(begun, trainer, build, start):
         rules = depth_rules(model, args.depth_lambda)
         lasso = ssl.GroupLasso(model, ssl.SSLConfig(rules, min_prox_lr=args.prox_lr_floor))
         outcome = trainer.ssl(model, lasso, "SSL-ResNet", begun.ssl_schedule(
-            epochs["ssl_epochs"], epochs["finetune_epochs"]), describe_depth)
+            epochs["ssl_epochs"], epochs["finetune_epochs"]),
+            functools.partial(describe_depth, cut=args.cut))
         row = result_row("SSL-ResNet", model, trainer, timing, rules, outcome.cut)
         return {**row, "name": f"SSL-ResNet-{row['layers']}"}
 
