@@ -27,15 +27,15 @@ import numpy as np
 
 from minissl import ops
 from minissl.backend import array_module, to_numpy, xp_of
+from minissl.nn.module import eval_mode
 from minissl.tensor import Tensor
 
 
 def _mean_gradients(model, inputs, labels, batch_size):
     """Set every parameter's grad to the mean cross-entropy gradient over all of `inputs`
-    (in batches, train mode); return the mean loss. Shapes: inputs (N, ...), labels (N,)."""
+    (in batches). Shapes: inputs (N, ...), labels (N,)."""
     parameters = model.parameters()
     totals = [None] * len(parameters)
-    loss_sum = 0.0
     for start in range(0, len(inputs), batch_size):
         batch = slice(start, start + batch_size)
         weight = (min(start + batch_size, len(inputs)) - start) / len(inputs)
@@ -44,14 +44,12 @@ def _mean_gradients(model, inputs, labels, batch_size):
         for parameter in parameters:
             parameter.grad = None
         loss.backward()
-        loss_sum += weight * float(to_numpy(loss.data))
         for index, parameter in enumerate(parameters):
             if parameter.grad is not None:
                 share = weight * parameter.grad
                 totals[index] = share if totals[index] is None else totals[index] + share
     for parameter, total in zip(parameters, totals):
         parameter.grad = total
-    return loss_sum
 
 
 def _critical(group_set, momentum, weight_decay, size_scale):
@@ -96,25 +94,23 @@ def critical_lambdas(model, lasso, inputs, labels, scale=1.0, momentum=0.9, weig
     if len(inputs) == 0 or len(inputs) != len(labels):
         raise ValueError(f"need as many labels as inputs, and at least one: got {len(inputs)} "
                          f"inputs and {len(labels)} labels")
-    modes = [(module, module.training) for _, module in model.named_modules()]
     saved_grads = [parameter.grad for parameter in model.parameters()]
-    model.train()
     results = []
     try:
-        for group_set in lasso.group_sets:
-            saved = [member.parameter.data.copy() for member in group_set.members]
-            try:
-                xp = xp_of(group_set.members[0].parameter.data)
-                group_set.scale(xp.full(group_set.group_shape, scale))
-                _mean_gradients(model, inputs, labels, batch_size)
-                results.append(_critical(group_set, momentum, weight_decay,
-                                         lasso._size_scale(group_set)))
-            finally:
-                for member, data in zip(group_set.members, saved):
-                    member.parameter.data[...] = data
+        with eval_mode(model):  # restores every module's train/eval mode on the way out
+            model.train()
+            for group_set in lasso.group_sets:
+                saved = [member.parameter.data.copy() for member in group_set.members]
+                try:
+                    xp = xp_of(group_set.members[0].parameter.data)
+                    group_set.scale(xp.full(group_set.group_shape, scale))
+                    _mean_gradients(model, inputs, labels, batch_size)
+                    results.append(_critical(group_set, momentum, weight_decay,
+                                             lasso._size_scale(group_set)))
+                finally:
+                    for member, data in zip(group_set.members, saved):
+                        member.parameter.data[...] = data
     finally:
         for parameter, grad in zip(model.parameters(), saved_grads):
             parameter.grad = grad
-        for module, mode in modes:
-            object.__setattr__(module, "training", mode)  # as minissl.nn.eval_mode restores
     return results
