@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -101,3 +104,37 @@ def test_bad_probe_settings_are_clear_errors(options, message):
         critical_lambdas(model, lasso, inputs, labels, **options)
     with pytest.raises(ValueError, match="as many labels as inputs"):
         critical_lambdas(model, lasso, inputs, labels[:3])
+
+
+def load_script(name):
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_critical_lambda_script_prints_one_column_per_branch():
+    script = load_script("critical_lambdas")
+    model = models.resnet_cifar(14, seed=0, dtype=np.float64).eval()
+    inputs, labels = data((3, 8, 8), count=4, classes=10)
+    assert script.branch_labels(model) == ["1.1", "1.2", "2.1", "2.2", "3.1", "3.2"]
+    rows = script.critical_table(model, inputs, labels, [1.0, 0.3], 0.9, 5e-4)
+    assert [title for title, _ in rows] == ["norm", "critical lambda at scale 1",
+                                            "critical lambda at scale 0.3"]
+    lasso = GroupLasso(model, SSLConfig(script.depth_rules(model, 1.0)))
+    direct = critical_lambdas(model, lasso, inputs, labels, scale=0.3, weight_decay=5e-4)
+    assert rows[2][1] == pytest.approx([float(value) for value in direct])
+    lines = script.markdown(script.branch_labels(model), rows)
+    assert len(lines) == 5 and all(line.count("|") == 8 for line in lines)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--entry", "mnist_mlp/baseline"], "--entry must be one of"),
+    (["--scales", "0"], "--scales must each be in"), (["--images", "0"], "--images must be"),
+])
+def test_the_critical_lambda_script_names_bad_flags(flags, message, capsys):
+    script = load_script("critical_lambdas")
+    with pytest.raises(SystemExit) as stopped:
+        script.parse_args(flags)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
